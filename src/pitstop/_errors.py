@@ -8,6 +8,7 @@
     ├── SchemaVersionError                         .found .supported .run_id .seq
     ├── SerializationError                         .tag .node_id
     ├── GraphMismatch                              .run_id .added .removed .changed
+    ├── CheckpointingDisabled                      .run_id (save on a disabled manager)
     └── StoreError                                 backend failures, wrapped with ``from``
         └── StaleBaseError                         a delta save raced another writer
 
@@ -104,4 +105,15 @@ class StaleBaseError(StoreError):
         self.latest_seq = latest_seq
         super().__init__(
             f"run {run_id!r}: delta against seq {base_seq} but the latest is {latest_seq}"
+        )
+
+
+class CheckpointingDisabled(PitstopError):
+    """``save_checkpoint`` was called on a manager whose ``enabled`` is False."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(
+            f"checkpointing is disabled for run {run_id!r}; create the manager with "
+            "enabled=True (or set manager.enabled = True) to save"
         )

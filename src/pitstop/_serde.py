@@ -75,11 +75,13 @@ class PickleSerializer:
         try:
             return pickle.dumps(value, protocol=self._protocol)
         except Exception as exc:  # pickle raises many types (PicklingError, TypeError, ...)
-            raise SerializationError(f"cannot pickle {type(value).__name__}: {exc}", tag=self.tag) from exc
+            raise SerializationError(
+                f"cannot pickle {type(value).__name__}: {exc}", tag=self.tag
+            ) from exc
 
     def loads(self, data: bytes) -> Any:
         try:
-            return pickle.loads(data)  # noqa: S301 - opt-in by the user
+            return pickle.loads(data)
         except Exception as exc:
             raise SerializationError(f"cannot unpickle: {exc}", tag=self.tag) from exc
 

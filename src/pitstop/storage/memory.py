@@ -116,7 +116,7 @@ class MemoryStore:
             return doomed
 
     def _drop(self, run_id: str, seqs: Sequence[int]) -> None:
-        run = self._checkpoints[run_id] if run_id in self._checkpoints else {}
+        run = self._checkpoints.get(run_id, {})
         for s in seqs:
             del run[s]
         nodes = self._nodes.get(run_id, {})

@@ -1,0 +1,132 @@
+"""When saves happen on their own: every N nodes, every T seconds, after each
+DAG level, before named critical nodes, on pause, on failure. Each is just a
+condition checked in a hook that then calls ``save_checkpoint``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointPolicy:
+    """Automatic saves and retention. The default saves nothing on its own.
+
+    Args:
+        every_n_nodes: save after every N finished nodes.
+        every_seconds: save when a node finishes and T seconds passed since the
+            last save (checked in hooks: no timer thread).
+        after_each_level: save when every node of a DAG level has completed
+            (needs the graph given to ``on_run_start``).
+        before_nodes: save just before these nodes start.
+        on_pause: save when the runner calls ``on_run_pause``.
+        on_failure: save when the run ends unsuccessfully.
+        keep_last: after each save, prune the run to its newest N checkpoints.
+        preserve: keep checkpoints when the run succeeds (False deletes them).
+        on_error: "raise" (fail fast) or "log" (log, emit checkpoint.error and
+            continue) for saves made by hooks; explicit ``save_checkpoint``
+            calls always raise.
+    """
+
+    every_n_nodes: int | None = None
+    every_seconds: float | None = None
+    after_each_level: bool = False
+    before_nodes: frozenset[str] = field(default_factory=frozenset)
+    on_pause: bool = True
+    on_failure: bool = True
+    keep_last: int | None = None
+    preserve: bool = False
+    on_error: Literal["raise", "log"] = "raise"
+
+    def __post_init__(self) -> None:
+        if self.every_n_nodes is not None and self.every_n_nodes < 1:
+            raise ValueError(f"every_n_nodes must be >= 1, got {self.every_n_nodes}")
+        if self.every_seconds is not None and self.every_seconds <= 0:
+            raise ValueError(f"every_seconds must be > 0, got {self.every_seconds}")
+        if self.keep_last is not None and self.keep_last < 1:
+            raise ValueError(f"keep_last must be >= 1, got {self.keep_last}")
+        if self.on_error not in ("raise", "log"):
+            raise ValueError(f"on_error must be 'raise' or 'log', got {self.on_error!r}")
+        if isinstance(self.before_nodes, str):
+            raise TypeError("before_nodes must be a collection of node ids, not a str")
+        object.__setattr__(self, "before_nodes", frozenset(self.before_nodes))
+
+
+def dag_levels(graph: Mapping[str, Collection[str]]) -> dict[str, int]:
+    """Level of each node: 0 without dependencies, else 1 + the deepest dependency.
+
+    Raises ValueError on an unknown dependency or a cycle.
+    """
+    levels: dict[str, int] = {}
+    visiting: set[str] = set()
+    for root in graph:
+        stack: list[tuple[str, bool]] = [(root, False)]
+        while stack:
+            node, done = stack.pop()
+            if node in levels:
+                continue
+            if done:
+                visiting.discard(node)
+                levels[node] = 1 + max((levels[d] for d in graph[node]), default=-1)
+                continue
+            if node in visiting:
+                raise ValueError(f"dependency cycle through node {node!r}")
+            visiting.add(node)
+            stack.append((node, True))
+            for dep in graph[node]:
+                if dep not in graph:
+                    raise ValueError(f"node {node!r} depends on unknown node {dep!r}")
+                if dep in visiting:
+                    raise ValueError(f"dependency cycle through node {dep!r}")
+                if dep not in levels:
+                    stack.append((dep, False))
+    return levels
+
+
+class PolicyClock:
+    """Per-run counters the hooks consult after each finished node."""
+
+    def __init__(self, policy: CheckpointPolicy) -> None:
+        self.policy = policy
+        self.since_save = 0
+        self.last_save = time.monotonic()
+        self.level_of: dict[str, int] = {}
+        self.level_left: dict[int, int] = {}
+
+    def start(self, levels: Mapping[str, int], completed: Iterable[str]) -> None:
+        self.since_save = 0
+        self.last_save = time.monotonic()
+        self.level_of = dict(levels)
+        self.level_left = {}
+        for lvl in levels.values():
+            self.level_left[lvl] = self.level_left.get(lvl, 0) + 1
+        for node in completed:
+            if node in self.level_of:
+                self.level_left[self.level_of[node]] -= 1
+
+    def saved(self) -> None:
+        self.since_save = 0
+        self.last_save = time.monotonic()
+
+    def finished(self, node_id: str) -> str | None:
+        """Count a completed node; return the trigger of the save now due, if any."""
+        p = self.policy
+        self.since_save += 1
+        trigger = None
+        lvl = self.level_of.get(node_id)
+        if lvl is not None:
+            self.level_left[lvl] -= 1
+            if p.after_each_level and self.level_left[lvl] == 0:
+                trigger = f"level:{lvl}"
+        if trigger is None and p.every_n_nodes is not None and self.since_save >= p.every_n_nodes:
+            trigger = "every_n_nodes"
+        if (
+            trigger is None
+            and p.every_seconds is not None
+            and time.monotonic() - self.last_save >= p.every_seconds
+        ):
+            trigger = "every_seconds"
+        return trigger
