@@ -247,3 +247,18 @@ def test_profiler_sees_pitstop_calls_when_enabled() -> None:
     # The check above can fail: the same profiler catches the hooks when enabled.
     calls = pitstop_calls(CheckpointManager("r", store=MemoryStore(), enabled=True))
     assert "HooksMixin.on_node_start" in calls and "HooksMixin.on_node_finish" in calls
+
+
+async def test_manager_reused_for_a_new_run_starts_clean() -> None:
+    mgr = mk(CheckpointPolicy(preserve=True))
+    await run_graph(mgr)
+    await mgr.save_checkpoint(state={"round": 1})
+    await mgr.on_run_end(success=True)
+    await mgr.on_run_start(graph=GRAPH)
+    await mgr.on_node_start(node_id="a")
+    await mgr.on_node_finish(node_id="a", output="again")
+    info = await mgr.save_checkpoint()
+    assert info.nodes_written == 4  # full snapshot of the new run
+    cp = await mgr.restore_checkpoint()
+    assert cp.completed == {"a": "again"} and cp.state is None
+    assert cp.attempts["a"] == 1 and set(cp.pending) == {"b", "c", "d"}

@@ -92,6 +92,7 @@ class HooksMixin:
     _clock: PolicyClock
     _restored: Checkpoint | None
     _observers: list[Observer]
+    _ended: bool
 
     async def _auto_save(
         self, trigger: str, node: str | None = None, label: str | None = None
@@ -99,6 +100,9 @@ class HooksMixin:
         raise NotImplementedError
 
     async def _finish_run(self, success: bool) -> None:
+        raise NotImplementedError
+
+    def _forget_run(self) -> None:
         raise NotImplementedError
 
     def _node(self, node_id: str) -> NodeRecord:
@@ -111,6 +115,9 @@ class HooksMixin:
     async def on_run_start(self, *, graph: Mapping[str, Collection[str]] | None = None) -> None:
         if not self.enabled:
             return
+        if self._ended:
+            # The manager is reused for a new run: start from an empty slate.
+            self._forget_run()
         levels: dict[str, int] = {}
         if graph is not None:
             levels = dag_levels(graph)

@@ -75,6 +75,7 @@ class CheckpointManager(HooksMixin):
         self._dirty: set[str] = set()
         self._base_seq: int | None = None
         self._restored: Checkpoint | None = None
+        self._ended = False
         self._clock = PolicyClock(self.policy)
 
     def __repr__(self) -> str:
@@ -224,6 +225,7 @@ class CheckpointManager(HooksMixin):
         self._base_seq = cp.seq
         self.state = cp.state
         self._restored = cp
+        self._ended = False
         emit(
             self._observers,
             CheckpointEvent(
@@ -261,8 +263,16 @@ class CheckpointManager(HooksMixin):
                 raise
             # on_error="log": save_checkpoint already logged and emitted checkpoint.error.
 
+    def _forget_run(self) -> None:
+        self._nodes, self._dirty = {}, set()
+        self.state = None
+        self._base_seq = None  # the next save is a full snapshot
+        self._restored = None
+        self._ended = False
+
     async def _finish_run(self, success: bool) -> None:
         self._restored = None
+        self._ended = True
         if not success:
             if self.policy.on_failure:
                 await self._auto_save("run_failed")
