@@ -168,6 +168,8 @@ def diff_data(a: Checkpoint, b: Checkpoint) -> Data:
             entry["attempt"] = [old.attempt, new.attempt]
         if old.error != new.error:
             entry["error"] = [old.error, new.error]
+        if old.deps != new.deps:
+            entry["deps"] = [list(old.deps), list(new.deps)]
         if len(entry) > 2:
             changes.append(entry)
     return {
@@ -255,6 +257,7 @@ def diff_text(data: Data) -> str:
         parts = [f"{k} {e[k][0]} -> {e[k][1]}" for k in ("status", "attempt") if k in e]
         parts += ["output changed"] if e.get("output_changed") else []
         parts += ["error changed"] if "error" in e else []
+        parts += ["deps changed"] if "deps" in e else []
         rows.append([e["node_id"], "; ".join(parts)])
     lines.append(table(("node", "change"), rows) if rows else "no node changes")
     yes = {True: "yes", False: "no"}
