@@ -11,7 +11,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import URL, bindparam, delete, func, insert, select, text
+from sqlalchemy import URL, delete, func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -21,7 +21,8 @@ from . import _models
 from ._engine import BEGIN_OPTION, create_engine, normalize_url, safe_url, wrap_errors
 from ._models import CHECKPOINTS as CP
 from ._models import NODES, checkpoint_values, node_from_row, node_values, record_from_row
-from .base import CheckpointRecord, NodeRow, keep_range, unneeded_rows
+from ._queries import collect, fetch_latest_seq, newest_rows
+from .base import CheckpointRecord, NodeRow, keep_range
 
 # Every column but the state blob: listing checkpoints never reads payloads.
 _HEADER = [c for c in CP.c if c.name != "state"]
@@ -166,7 +167,7 @@ class SqlStore:
         unique = {row.node_id: row for row in nodes}
         try:
             async with self._write("save", run_id) as conn:
-                latest = await _latest(conn, run_id)
+                latest = await fetch_latest_seq(conn, run_id)
                 if base_seq is not None and base_seq != latest:
                     raise StaleBaseError(run_id, base_seq, latest)
                 seq = (latest or 0) + 1
@@ -196,25 +197,12 @@ class SqlStore:
             found = (await conn.execute(query)).first()
             if found is None:
                 raise CheckpointNotFound(run_id, seq)
-            newest = (
-                select(NODES.c.node_id, func.max(NODES.c.seq).label("seq"))
-                .where(NODES.c.run_id == run_id, NODES.c.seq <= found.seq)
-                .group_by(NODES.c.node_id)
-                .subquery()
-            )
-            rows = await conn.execute(
-                select(NODES)
-                .join(
-                    newest,
-                    (NODES.c.node_id == newest.c.node_id) & (NODES.c.seq == newest.c.seq),
-                )
-                .where(NODES.c.run_id == run_id)
-            )
+            rows = await conn.execute(newest_rows(run_id, found.seq, self._is_sqlite))
             return record_from_row(found, found.state), [node_from_row(r) for r in rows]
 
     async def latest_seq(self, run_id: str) -> int | None:
         async with self._read("latest_seq", run_id) as conn:
-            return await _latest(conn, run_id)
+            return await fetch_latest_seq(conn, run_id)
 
     async def list_checkpoints(self, run_id: str) -> list[CheckpointInfo]:
         query = select(*_HEADER).where(CP.c.run_id == run_id).order_by(CP.c.seq)
@@ -256,7 +244,7 @@ class SqlStore:
             removed = (await conn.execute(query)).rowcount
             if not removed:
                 raise CheckpointNotFound(run_id, seq)
-            await _collect(conn, run_id)
+            await collect(conn, run_id)
             return removed
 
     async def prune(self, run_id: str, keep: int) -> list[int]:
@@ -271,7 +259,7 @@ class SqlStore:
             _, doomed = keep_range(list(seqs), keep)
             if doomed:
                 await conn.execute(delete(CP).where(CP.c.run_id == run_id, CP.c.seq.in_(doomed)))
-                await _collect(conn, run_id)
+                await collect(conn, run_id)
             return doomed
 
 
@@ -284,26 +272,3 @@ def open_store(target: str | os.PathLike[str], **engine_kwargs: Any) -> SqlStore
     if isinstance(target, str) and "://" in target:
         return SqlStore.from_url(target, **engine_kwargs)
     return SqlStore.sqlite(target, **engine_kwargs)
-
-
-async def _latest(conn: AsyncConnection, run_id: str) -> int | None:
-    # ORDER BY ... LIMIT 1 walks the primary key index from its end on both backends.
-    query = select(CP.c.seq).where(CP.c.run_id == run_id).order_by(CP.c.seq.desc()).limit(1)
-    return (await conn.execute(query)).scalar_one_or_none()
-
-
-async def _collect(conn: AsyncConnection, run_id: str) -> None:
-    """Delete the run's node rows that no remaining checkpoint reads."""
-    kept = list((await conn.execute(select(CP.c.seq).where(CP.c.run_id == run_id))).scalars())
-    if not kept:
-        await conn.execute(delete(NODES).where(NODES.c.run_id == run_id))
-        return
-    pairs = await conn.execute(select(NODES.c.node_id, NODES.c.seq).where(NODES.c.run_id == run_id))
-    drop = unneeded_rows(((n, s) for n, s in pairs), kept)
-    if drop:
-        query = delete(NODES).where(
-            NODES.c.run_id == run_id,
-            NODES.c.node_id == bindparam("b_node"),
-            NODES.c.seq == bindparam("b_seq"),
-        )
-        await conn.execute(query, [{"b_node": n, "b_seq": s} for n, s in drop])
