@@ -25,6 +25,9 @@ OVERHEAD_RATIO = 1.05
 SAVE_RATIO = 2.0
 SAVE_SMALL, SAVE_LARGE = 10, 10_000
 VARIANTS = ["site_guard", "once", "enabled"]
+# Every size must be in the JSON: a missing one is an error (exit 2), not a pass.
+OVERHEAD_SIZES = [100, 1_000, 10_000]
+STORAGE_SIZES = [10, 1_000, 10_000]
 BACKENDS = ["sqlite", "memory"]
 
 
@@ -71,9 +74,6 @@ class Results:
             raise MissingResult(f"no result for {kind} {label} size={size}")
         return found
 
-    def sizes(self, kind: str) -> list[int]:
-        return sorted({int(size) for k, _, size in self._by_key if k == kind})
-
 
 def _us(seconds: float) -> str:
     return f"{seconds * 1e6:,.1f}"
@@ -94,7 +94,7 @@ def overhead(res: Results) -> tuple[str, list[Check]]:
     for v in VARIANTS:
         header += [f"{v} (us)", f"{v} / plain"]
     rows, checks = [], []
-    for n in res.sizes("overhead"):
+    for n in OVERHEAD_SIZES:
         base = res.get("overhead", "plain", n)
         row = [f"{n:,}", _us(base.median)]
         for v in VARIANTS:
@@ -121,7 +121,7 @@ def by_backend(res: Results, kind: str) -> str:
     for b in BACKENDS:
         header += [f"{b} median (ms)", f"{b} IQR (ms)", f"{b} / K={SAVE_SMALL}"]
     rows = []
-    for k in res.sizes(kind):
+    for k in STORAGE_SIZES:
         row = [f"{k:,}"]
         for b in BACKENDS:
             s, small = res.get(kind, b, k), res.get(kind, b, SAVE_SMALL)
