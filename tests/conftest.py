@@ -13,6 +13,7 @@ from sqlalchemy import make_url, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from pitstop.storage._engine import normalize_url
 from pitstop.storage.base import Store
 from pitstop.storage.memory import MemoryStore
 from pitstop.storage.sql import SqlStore
@@ -39,14 +40,16 @@ SQL_BACKENDS = STORE_BACKENDS[1:]
 
 
 def pg_url() -> str:
-    """The PostgreSQL URL the tests use."""
-    return os.environ.get("PITSTOP_TEST_PG_URL", DEFAULT_PG_URL)
+    """The PostgreSQL URL the tests use (plain postgresql:// gets the asyncpg driver)."""
+    url = normalize_url(os.environ.get("PITSTOP_TEST_PG_URL", DEFAULT_PG_URL))
+    return url.render_as_string(hide_password=False)
 
 
 def _pg_unavailable(reason: str) -> None:
     global _pg_down
     _pg_down = reason
-    message = f"PostgreSQL at {pg_url()} is unreachable: {reason}"
+    shown = make_url(pg_url()).render_as_string(hide_password=True)
+    message = f"PostgreSQL at {shown} is unreachable: {reason}"
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"{message} (CI=true: postgres tests must run; set PITSTOP_TEST_PG_URL)")
     pytest.skip(message)

@@ -51,6 +51,9 @@ def normalize_url(url: str | URL) -> URL:
             f"unsupported database URL scheme {parsed.drivername!r}; "
             "use sqlite[+aiosqlite]:// or postgresql[+asyncpg]://"
         )
+    if driver == SQLITE_DRIVER and parsed.database in (None, "", ":memory:"):
+        # One shared connection cannot hold a transaction per concurrent save.
+        raise ValueError("an in-memory SQLite URL is not supported; use MemoryStore instead")
     return parsed.set(drivername=driver)
 
 

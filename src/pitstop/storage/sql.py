@@ -46,7 +46,7 @@ class SqlStore:
             **engine_kwargs: Passed to ``create_async_engine``.
 
         Raises:
-            ValueError: the URL names an unsupported database.
+            ValueError: the URL names an unsupported database (or in-memory SQLite).
         """
         self._url = normalize_url(url)
         self._engine_kwargs = engine_kwargs
@@ -64,9 +64,9 @@ class SqlStore:
     def sqlite(cls, path: str | os.PathLike[str], **engine_kwargs: Any) -> Self:
         """A store in the SQLite file at ``path``, creating its parent directories."""
         file = Path(path)
-        if str(path) != ":memory:":
+        if str(path) != ":memory:":  # rejected by __init__ with a clear message
             file.parent.mkdir(parents=True, exist_ok=True)
-        return cls(URL.create("sqlite+aiosqlite", database=str(file)), **engine_kwargs)
+        return cls(URL.create("sqlite+aiosqlite", database=str(path)), **engine_kwargs)
 
     @property
     def url(self) -> str:
@@ -83,13 +83,16 @@ class SqlStore:
             SchemaVersionError: the database was written by a newer pitstop.
             StoreError: the database cannot be reached or read.
         """
+        await self._open("open", None)
+
+    async def _open(self, op: str, run_id: str | None) -> None:
         async with self._lock:
             if self._engine is not None:
                 return
             engine = create_engine(self._url, **self._engine_kwargs)
             writer = engine.execution_options(**{BEGIN_OPTION: "BEGIN IMMEDIATE"})
             try:
-                with wrap_errors("open", None, self._url):
+                with wrap_errors(op, run_id, self._url):
                     async with writer.begin() as conn:
                         if not self._is_sqlite:
                             # Concurrent first opens would race on CREATE TABLE.
@@ -123,10 +126,10 @@ class SqlStore:
         if getattr(self, "_engine", None) is not None:
             warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=1, source=self)
 
-    async def _engines(self) -> tuple[AsyncEngine, AsyncEngine]:
+    async def _engines(self, op: str, run_id: str | None) -> tuple[AsyncEngine, AsyncEngine]:
         """The (reader, writer) engines, opening the store on first use."""
         if self._engine is None or self._writer is None:
-            await self.open()
+            await self._open(op, run_id)
         if self._engine is None or self._writer is None:
             raise StoreError(f"{self!r} was closed while in use")
         return self._engine, self._writer
@@ -134,7 +137,7 @@ class SqlStore:
     @asynccontextmanager
     async def _write(self, op: str, run_id: str) -> AsyncIterator[AsyncConnection]:
         """One write transaction, holding the run's write lock."""
-        _, writer = await self._engines()
+        _, writer = await self._engines(op, run_id)
         with wrap_errors(op, run_id, self._url):
             async with writer.begin() as conn:
                 if not self._is_sqlite:
@@ -145,7 +148,7 @@ class SqlStore:
     @asynccontextmanager
     async def _read(self, op: str, run_id: str | None) -> AsyncIterator[AsyncConnection]:
         """One read-only transaction seeing a single snapshot."""
-        engine, _ = await self._engines()
+        engine, _ = await self._engines(op, run_id)
         with wrap_errors(op, run_id, self._url):
             async with engine.connect() as conn:
                 if not self._is_sqlite:
