@@ -377,24 +377,12 @@ def set_column(db: Path, table: str, column: str, value: object, where: str) -> 
         conn.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="library bug: CheckpointRecord.info() (storage/base.py) json.loads metadata "
-    "unguarded, so list_checkpoints raises JSONDecodeError instead of CorruptCheckpoint",
-)
 def test_corrupt_metadata_in_list(capsys: pytest.CaptureFixture[str], db: Path) -> None:
     set_column(db, CHECKPOINTS.name, "metadata", b"{bad", "run_id = 'etl' AND seq = 2")
     code, _, err = cli(capsys, db, "list", "etl")
     assert code == 2 and "run 'etl' seq 2 is corrupt" in err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="library bug: node_from_row (storage/_models.py) json.loads deps unguarded, so "
-    "SqlStore.load raises JSONDecodeError instead of CorruptCheckpoint",
-)
 def test_corrupt_node_deps_in_show(capsys: pytest.CaptureFixture[str], db: Path) -> None:
     set_column(db, NODES.name, "deps", "[bad", "run_id = 'etl' AND node_id = 'load' AND seq = 2")
     code, _, err = cli(capsys, db, "show", "etl", "--seq", "2")

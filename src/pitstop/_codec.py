@@ -77,7 +77,7 @@ def encode_node(state: NodeState, serializer: Serializer) -> NodeRow:
             output = serializer.dumps(state.output)
         except SerializationError as exc:
             raise SerializationError(
-                f"output of node {state.node_id!r}: {exc}", tag=exc.tag, node_id=state.node_id
+                f"output: {exc.message}", tag=exc.tag, node_id=state.node_id
             ) from exc
     status = str(state.status)
     return NodeRow(
@@ -169,8 +169,4 @@ def decode_checkpoint(
     state = None
     if record.state is not None:
         state = _pick(record.serializer, serializers, run_id, seq).loads(record.state)
-    try:
-        info = record.info()
-    except ValueError as exc:
-        raise CorruptCheckpoint(run_id, seq, f"metadata is not JSON: {exc}") from exc
-    return Checkpoint(info=info, nodes=nodes, state=state)
+    return Checkpoint(info=record.info(), nodes=nodes, state=state)

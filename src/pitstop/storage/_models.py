@@ -181,7 +181,19 @@ def record_from_row(row: Row[Any], state: bytes | None) -> CheckpointRecord:
     )
 
 
+def _deps(node_id: str, text: str) -> tuple[str, ...]:
+    """Decode a deps column; ValueError (caught by the loader) when it is damaged."""
+    try:
+        deps = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"node {node_id!r} has unreadable deps: {exc}") from exc
+    if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
+        raise ValueError(f"node {node_id!r} has deps that are not a list of node ids")
+    return tuple(deps)
+
+
 def node_from_row(row: Row[Any]) -> NodeRow:
+    """A node row; ValueError when its deps column is damaged."""
     return NodeRow(
         node_id=row.node_id,
         status=row.status,
@@ -189,7 +201,7 @@ def node_from_row(row: Row[Any]) -> NodeRow:
         error=row.error,
         started_at=row.started_at,
         finished_at=row.finished_at,
-        deps=tuple(json.loads(row.deps)),
+        deps=_deps(row.node_id, row.deps),
         serializer=row.serializer,
         output=None if row.output is None else bytes(row.output),
         checksum=row.checksum,

@@ -10,8 +10,9 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Protocol, Self, runtime_checkable
+from typing import Protocol, Self, runtime_checkable
 
+from .._errors import CorruptCheckpoint
 from .._types import CheckpointInfo, RunInfo
 
 
@@ -55,7 +56,17 @@ class CheckpointRecord:
     nodes_written: int
 
     def info(self) -> CheckpointInfo:
-        meta: dict[str, Any] = json.loads(self.metadata) if self.metadata else {}
+        """The header as users see it.
+
+        Raises:
+            CorruptCheckpoint: the metadata column is not a JSON object.
+        """
+        try:
+            meta = json.loads(self.metadata) if self.metadata else {}
+        except ValueError as exc:
+            raise CorruptCheckpoint(self.run_id, self.seq, f"metadata is not JSON: {exc}") from exc
+        if not isinstance(meta, dict):
+            raise CorruptCheckpoint(self.run_id, self.seq, "metadata is not a JSON object")
         return CheckpointInfo(
             run_id=self.run_id,
             seq=self.seq,

@@ -15,7 +15,7 @@ from sqlalchemy import URL, delete, func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from .._errors import CheckpointNotFound, StaleBaseError, StoreError
+from .._errors import CheckpointNotFound, CorruptCheckpoint, StaleBaseError, StoreError
 from .._types import CheckpointInfo, RunInfo
 from . import _models
 from ._engine import BEGIN_OPTION, create_engine, normalize_url, safe_url, wrap_errors
@@ -201,7 +201,11 @@ class SqlStore:
             if found is None:
                 raise CheckpointNotFound(run_id, seq)
             rows = await conn.execute(newest_rows(run_id, found.seq, self._is_sqlite))
-            return record_from_row(found, found.state), [node_from_row(r) for r in rows]
+            try:
+                nodes = [node_from_row(r) for r in rows]
+            except ValueError as exc:
+                raise CorruptCheckpoint(run_id, found.seq, str(exc)) from exc
+            return record_from_row(found, found.state), nodes
 
     async def latest_seq(self, run_id: str) -> int | None:
         async with self._read("latest_seq", run_id) as conn:
