@@ -223,3 +223,11 @@ def test_corrupt_and_newer_schema_are_detected_in_codec() -> None:
     with pytest.raises(SchemaVersionError) as verr:
         decode_checkpoint(newer, [row], serializers)
     assert (verr.value.found, verr.value.supported) == (FORMAT_VERSION + 1, FORMAT_VERSION)
+
+
+async def test_serialization_error_message_names_node_once(store: Store) -> None:
+    mgr = mk(store)
+    with pytest.raises(SerializationError) as err:
+        await mgr.save_checkpoint(nodes=[NodeState("b", NodeStatus.COMPLETED, output=(1,))])
+    text = str(err.value)
+    assert text.count("[json]") == 1 and text.count("'b'") == 1 and err.value.node_id == "b"

@@ -65,6 +65,7 @@ class SerializationError(PitstopError):
     """A value could not be encoded or decoded by the serializer."""
 
     def __init__(self, message: str, *, tag: str, node_id: str | None = None) -> None:
+        self.message = message
         self.tag = tag
         self.node_id = node_id
         where = "" if node_id is None else f" (node {node_id!r})"
