@@ -262,3 +262,24 @@ async def test_manager_reused_for_a_new_run_starts_clean() -> None:
     cp = await mgr.restore_checkpoint()
     assert cp.completed == {"a": "again"} and cp.state is None
     assert cp.attempts["a"] == 1 and set(cp.pending) == {"b", "c", "d"}
+
+
+class PruneFailingStore(MemoryStore):
+    async def prune(self, run_id: str, keep: int) -> list[int]:
+        raise StoreError("prune failed")
+
+
+async def test_failed_retention_is_reported_and_does_not_fail_the_save(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    events: list[CheckpointEvent] = []
+    policy = CheckpointPolicy(every_n_nodes=1, keep_last=1)
+    mgr = mk(policy, PruneFailingStore(), observers=[events.append])
+    await mgr.on_run_start(graph=GRAPH)
+    await mgr.on_node_finish(node_id="a", output=1)
+    info = await mgr.save_checkpoint()
+    assert info.seq == 2
+    errors = [(e.trigger, e.seq) for e in events if e.name == "checkpoint.error"]
+    assert errors == [("retention", 1), ("retention", 2)]
+    assert "prune failed" in caplog.text
+    assert [i.seq for i in await mgr.list_checkpoints()] == [1, 2]

@@ -165,7 +165,13 @@ class CheckpointManager(HooksMixin):
                 ),
             )
         if self.policy.keep_last is not None:
-            await self.prune(self.policy.keep_last)
+            try:
+                await self.prune(self.policy.keep_last)
+            except PitstopError as exc:
+                # The checkpoint is written; a failed retention pass must not make the
+                # save look failed. It is reported, and the next save prunes again.
+                event = CheckpointEvent(ERROR, self.run_id, info.seq, "retention", error=exc)
+                emit(self._observers, event)
         return info
 
     async def _write(
@@ -281,8 +287,9 @@ class CheckpointManager(HooksMixin):
             return
         try:
             removed = await self.list_checkpoints()
-            if removed:
-                await self.delete()
+            if not removed:
+                return
+            await self.delete()
         except PitstopError as exc:
             emit(self._observers, CheckpointEvent(ERROR, self.run_id, trigger="success", error=exc))
             if self.policy.on_error == "raise":

@@ -45,7 +45,8 @@ class MemoryStore:
     ) -> int:
         async with self._lock:
             run = self._checkpoints.setdefault(record.run_id, {})
-            latest = max(run) if run else None
+            # Seqs are inserted in increasing order, so the last key is the latest.
+            latest = next(reversed(run)) if run else None
             if base_seq is not None and base_seq != latest:
                 raise StaleBaseError(record.run_id, base_seq, latest)
             seq = (latest or 0) + 1
@@ -62,20 +63,20 @@ class MemoryStore:
             run = self._checkpoints.get(run_id)
             if not run:
                 raise CheckpointNotFound(run_id, seq)
-            target = max(run) if seq is None else seq
+            target = next(reversed(run)) if seq is None else seq
             record = run.get(target)
             if record is None:
                 raise CheckpointNotFound(run_id, seq)
             rows: list[NodeRow] = []
             for versions in self._nodes.get(run_id, {}).values():
-                upto = [s for s in versions if s <= target]
-                if upto:
-                    rows.append(versions[max(upto)])
+                newest = next((s for s in reversed(versions) if s <= target), None)
+                if newest is not None:
+                    rows.append(versions[newest])
             return record, rows
 
     async def latest_seq(self, run_id: str) -> int | None:
         run = self._checkpoints.get(run_id)
-        return max(run) if run else None
+        return next(reversed(run)) if run else None
 
     async def list_checkpoints(self, run_id: str) -> list[CheckpointInfo]:
         run = self._checkpoints.get(run_id, {})
