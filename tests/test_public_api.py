@@ -25,9 +25,11 @@ EXPECTED = {
     "SchemaVersionError",
     "SerializationError",
     "Serializer",
+    "SqlStore",
     "StaleBaseError",
     "Store",
     "StoreError",
+    "open_store",
 }
 
 

@@ -19,6 +19,7 @@ from ._serde import JsonSerializer, PickleSerializer, Serializer
 from ._types import Checkpoint, CheckpointInfo, NodeState, NodeStatus, RunInfo
 from .storage.base import Store
 from .storage.memory import MemoryStore
+from .storage.sql import SqlStore, open_store
 
 __all__ = [
     "Checkpoint",
@@ -43,7 +44,9 @@ __all__ = [
     "SchemaVersionError",
     "SerializationError",
     "Serializer",
+    "SqlStore",
     "StaleBaseError",
     "Store",
     "StoreError",
+    "open_store",
 ]
