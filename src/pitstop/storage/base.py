@@ -149,6 +149,28 @@ class Store(Protocol):
         ...
 
 
+class StoreContext:
+    """``async with store:`` for stores: open on entry, close on exit."""
+
+    async def open(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
 def unneeded_rows(
     rows: Iterable[tuple[str, int]], kept_seqs: Sequence[int]
 ) -> set[tuple[str, int]]:

@@ -5,15 +5,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Sequence
-from types import TracebackType
-from typing import Self
 
 from .._errors import CheckpointNotFound, StaleBaseError
 from .._types import CheckpointInfo, RunInfo
-from .base import CheckpointRecord, NodeRow, keep_range, unneeded_rows
+from .base import CheckpointRecord, NodeRow, StoreContext, keep_range, unneeded_rows
 
 
-class MemoryStore:
+class MemoryStore(StoreContext):
     """Keeps checkpoints in dicts; every method holds one lock, like a transaction."""
 
     def __init__(self) -> None:
@@ -27,18 +25,6 @@ class MemoryStore:
 
     async def close(self) -> None:
         return None
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def save(
         self, record: CheckpointRecord, nodes: Sequence[NodeRow], *, base_seq: int | None

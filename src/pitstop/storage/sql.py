@@ -8,7 +8,6 @@ import warnings
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 from sqlalchemy import URL, delete, func, insert, select, text
@@ -22,7 +21,7 @@ from ._engine import BEGIN_OPTION, create_engine, normalize_url, safe_url, wrap_
 from ._models import CHECKPOINTS as CP
 from ._models import NODES, checkpoint_values, node_from_row, node_values, record_from_row
 from ._queries import collect, fetch_latest_seq, newest_rows
-from .base import CheckpointRecord, NodeRow, keep_range
+from .base import CheckpointRecord, NodeRow, StoreContext, keep_range
 
 # Every column but the state blob: listing checkpoints never reads payloads.
 _HEADER = [c for c in CP.c if c.name != "state"]
@@ -30,7 +29,7 @@ _HEADER = [c for c in CP.c if c.name != "state"]
 _SETUP_LOCK = 0x7069_7473
 
 
-class SqlStore:
+class SqlStore(StoreContext):
     """Checkpoints in SQLite or PostgreSQL; use as ``async with SqlStore.from_url(url):``.
 
     Every write is one transaction. SQLite runs in WAL mode and writers take the
@@ -109,18 +108,6 @@ class SqlStore:
             engine, self._engine, self._writer = self._engine, None, None
             if engine is not None:
                 await engine.dispose()
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def __del__(self) -> None:
         if getattr(self, "_engine", None) is not None:
