@@ -18,7 +18,7 @@ from ._hooks import HooksMixin, NodeRecord
 from ._policy import CheckpointPolicy, PolicyClock
 from ._serde import JsonSerializer, Serializer
 from ._types import Checkpoint, CheckpointInfo, NodeState
-from .storage.base import CheckpointRecord, Store
+from .storage.base import CheckpointRecord, NodeRow, Store
 
 DEFAULT_STORE = "pitstop.db"
 """SQLite file (relative to the working directory) used when no store is given."""
@@ -183,30 +183,27 @@ class CheckpointManager(HooksMixin):
             ser = self.serializer
             meta = encode_metadata({**self.metadata, **(metadata or {})})
             blob = None if self.state is None else ser.dumps(self.state)
-            full = self._base_seq is None
-            ids = self._nodes.keys() if full else changed
-            rows = [encode_node(self._nodes[n].freeze(n), ser) for n in sorted(ids)]
+            base_size = len(meta) + len(blob or b"")
 
-            def record(count: int, size: int) -> CheckpointRecord:
+            def encode(ids: Iterable[str]) -> tuple[CheckpointRecord, list[NodeRow]]:
+                rows = [encode_node(self._nodes[n].freeze(n), ser) for n in sorted(ids)]
+                size = base_size + sum(len(r.output or b"") for r in rows)
                 r = CheckpointRecord(
                     run_id=self.run_id, seq=0, parent_seq=self._base_seq,
                     created_at=time.time(), trigger=trigger, label=label, node=node,
                     schema_version=FORMAT_VERSION, serializer=ser.tag, metadata=meta,
-                    state=blob, checksum="", size=size, nodes_written=count,
+                    state=blob, checksum="", size=size, nodes_written=len(rows),
                 )  # fmt: skip
-                return dataclasses.replace(r, checksum=record_checksum(r))
+                return dataclasses.replace(r, checksum=record_checksum(r)), rows
 
-            base_size = len(meta) + len(blob or b"")
-            size = base_size + sum(len(r.output or b"") for r in rows)
-            rec = record(len(rows), size)
+            # The first save of a manager is a full snapshot; later ones write the delta.
+            rec, rows = encode(self._nodes.keys() if self._base_seq is None else changed)
             try:
                 seq = await store.save(rec, rows, base_seq=self._base_seq)
             except StaleBaseError:
                 # Our base is not the run's latest (restored an older seq, or the run
                 # was pruned/deleted): a delta would mix lineages, so write everything.
-                rows = [encode_node(r.freeze(n), ser) for n, r in sorted(self._nodes.items())]
-                size = base_size + sum(len(r.output or b"") for r in rows)
-                rec = record(len(rows), size)
+                rec, rows = encode(self._nodes.keys())
                 seq = await store.save(rec, rows, base_seq=None)
         except BaseException:
             self._dirty |= changed
