@@ -1,0 +1,1 @@
+"""Checkpoint stores: the Store protocol, memory, and SQL (SQLite / PostgreSQL)."""
