@@ -1,0 +1,165 @@
+"""examples/pg_workers.py for real: worker processes sharing one PostgreSQL database.
+
+Each test gets a database of its own on the test server. As in conftest.py, an
+unreachable server skips these tests, except under CI=true where it fails them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import make_url, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from pitstop import CheckpointManager, SqlStore
+from pitstop.storage._engine import normalize_url
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+SCRIPT = EXAMPLES / "pg_workers.py"
+sys.path.insert(0, str(EXAMPLES))
+
+import pg_workers  # noqa: E402
+from dag_runner import run_dag_plain  # noqa: E402
+
+pytestmark = pytest.mark.postgres
+
+DEFAULT_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"  # as in conftest.py
+
+
+@pytest.fixture
+async def pg_db() -> AsyncIterator[str]:
+    """The plain ``postgresql://`` URL of a fresh database, dropped afterwards."""
+    server = normalize_url(os.environ.get("PITSTOP_TEST_PG_URL", DEFAULT_PG_URL))
+    # CREATE/DROP DATABASE cannot run inside a transaction.
+    admin = create_async_engine(server, connect_args={"timeout": 3.0}, isolation_level="AUTOCOMMIT")
+    name = f"pitstop_test_{uuid.uuid4().hex[:12]}"
+    try:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except (OSError, SQLAlchemyError) as exc:
+        await admin.dispose()
+        shown = server.render_as_string(hide_password=True)
+        message = f"PostgreSQL at {shown} is unreachable: {type(exc).__name__}: {exc}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{message} (CI=true: postgres tests must run; set PITSTOP_TEST_PG_URL)")
+        pytest.skip(message)
+    try:
+        url = make_url(server).set(drivername="postgresql", database=name)
+        yield url.render_as_string(hide_password=False)
+    finally:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()
+
+
+def example(*args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, str(SCRIPT), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
+
+
+def section(output: str, start: str, end: str) -> str:
+    """The text of ``output`` from ``start`` up to (not including) ``end``."""
+    begin = output.index(start)
+    return output[begin : output.index(end, begin)]
+
+
+async def clean_digest(shard: str) -> str:
+    """The shard's report digest from a run without pitstop."""
+    outputs = await run_dag_plain(pg_workers.build_shard(shard, lambda m: None))
+    sha: str = outputs["report"]["sha256"]
+    return sha
+
+
+async def test_story_kills_a_worker_and_a_survivor_resumes_its_shard(pg_db: str) -> None:
+    proc = example("--story", "--db-url", pg_db, "--job-id", "story")
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    assert out.rstrip().endswith("PASS")
+    # Round 1: w1 dies for real in the middle of its first shard.
+    first = section(out, "== round 1", "== round 2")
+    assert "w1 batch-1 stats: KILLED" in first
+    assert f"-> w1 exit code {pg_workers.KILL_EXIT}" in first
+    assert "w1 batch-3" not in first.replace("shards batch-1, batch-3", "")
+    assert "batch-1 in PostgreSQL: completed fetch, clean" in out
+    # Round 2: a new process of w0 resumes batch-1 and skips the completed nodes.
+    second = section(out, "== round 2", "== batch-1 in PostgreSQL")
+    assert "w0 <- batch-1, batch-3" in second
+    assert "w0 batch-1: resuming from checkpoint seq 2" in second
+    for node in ("fetch", "clean"):
+        assert f"w0 batch-1 {node}: skipped (restored from checkpoint seq 2)" in second
+        assert f"w0 batch-1 {node}: executing" not in second
+    for node in ("stats", "hist", "report"):
+        assert f"w0 batch-1 {node}: executing" in second
+    killed_pid = re.search(r"w1 pid (\d+)", first)
+    taker_pid = re.search(r"w0 pid (\d+)", second)
+    assert killed_pid is not None and taker_pid is not None
+    assert killed_pid.group(1) != taker_pid.group(1)
+    # Every shard's result equals a clean run's, and so does the job digest.
+    for shard in ("batch-0", "batch-1", "batch-2", "batch-3"):
+        assert f"{shard}: done, sha256 {await clean_digest(shard)}" in out
+    workers = re.search(r"workers digest: (\w+)", out)
+    clean = re.search(r"clean digest: +(\w+)", out)
+    assert workers is not None and clean is not None
+    assert workers.group(1) == clean.group(1)
+    # Without --keep the job leaves nothing behind.
+    assert "runs story-batch-* deleted" in out
+    async with SqlStore.from_url(pg_db) as store:
+        assert await store.list_runs() == []
+
+
+async def test_keep_leaves_every_shard_finished_in_the_database(pg_db: str) -> None:
+    args = ["--workers", "3", "--shards", "5", "--kill-worker", "2", "--kill-at", "hist"]
+    proc = example(*args, "--db-url", pg_db, "--job-id", "kept", "--keep")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"-> w2 exit code {pg_workers.KILL_EXIT}" in proc.stdout
+    async with SqlStore.from_url(pg_db) as store:
+        runs = [r.run_id for r in await store.list_runs()]
+        assert runs == [f"kept-batch-{n}" for n in range(5)]
+        for n in range(5):
+            mgr = CheckpointManager(f"kept-batch-{n}", store=store)
+            report = (await mgr.restore_checkpoint()).completed["report"]
+            assert report["sha256"] == await clean_digest(f"batch-{n}")
+        writers = [i.metadata["worker"] for i in await store.list_checkpoints("kept-batch-2")]
+        assert writers[0] == 2 and writers[-1] == 0
+
+
+async def test_two_processes_write_one_run_one_after_another(pg_db: str) -> None:
+    common = ["--db-url", pg_db, "--job-id", "handover", "--shard", "batch-0"]
+    run = "handover-batch-0"
+    # Worker A saves seq 1 (fetch) and 2 (clean), then dies in stats.
+    a = example("--worker", "0", *common, "--kill-at", "stats")
+    assert a.returncode == pg_workers.KILL_EXIT, a.stdout + a.stderr
+    async with SqlStore.from_url(pg_db) as store:
+        assert [i.seq for i in await store.list_checkpoints(run)] == [1, 2]
+    # Worker B, another process, restores seq 2 and continues the same run id.
+    b = example("--worker", "1", *common)
+    assert b.returncode == 0, b.stdout + b.stderr
+    assert "w1 batch-0: resuming from checkpoint seq 2" in b.stdout
+    assert "w1 batch-0 fetch: executing" not in b.stdout
+    assert "w1 batch-0 clean: skipped (restored from checkpoint seq 2)" in b.stdout
+    pid = {
+        m.group(1): int(m.group(2)) for m in re.finditer(r"w(\d) pid (\d+)", a.stdout + b.stdout)
+    }
+    async with SqlStore.from_url(pg_db) as store:
+        infos = await store.list_checkpoints(run)
+        assert [i.seq for i in infos] == [1, 2, 3, 4, 5]  # contiguous
+        assert [i.parent_seq for i in infos] == [None, 1, 2, 3, 4]  # one lineage
+        assert [i.node for i in infos] == ["fetch", "clean", "stats", "hist", "report"]
+        assert [i.metadata["worker"] for i in infos] == [0, 0, 1, 1, 1]
+        assert [i.metadata["pid"] for i in infos] == [pid["0"]] * 2 + [pid["1"]] * 3
+        assert pid["0"] != pid["1"]
+        # A wrote a full snapshot, then deltas; B's first save is a delta on A's seq 2.
+        assert [i.nodes_written for i in infos] == [5, 1, 2, 1, 1]
+        latest = await CheckpointManager(run, store=store).restore_checkpoint()
+        assert latest.completed["report"]["sha256"] == await clean_digest("batch-0")
+        old = await CheckpointManager(run, store=store).restore_checkpoint(2)
+        assert sorted(old.completed) == ["clean", "fetch"]
+        assert sorted(old.pending) == ["hist", "report", "stats"]
