@@ -128,3 +128,10 @@ async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
         return
     async with _pg_database() as url:
         yield url
+
+
+@pytest.fixture
+async def pg_database() -> AsyncIterator[str]:
+    """The URL of a fresh PostgreSQL database of its own (skips/fails like the others)."""
+    async with _pg_database() as url:
+        yield url

@@ -1,26 +1,21 @@
 """examples/pg_workers.py for real: worker processes sharing one PostgreSQL database.
 
-Each test gets a database of its own on the test server. As in conftest.py, an
-unreachable server skips these tests, except under CI=true where it fails them.
+Each test gets a database of its own on the test server (conftest's
+``pg_database``): an unreachable server skips these tests, except under CI=true
+where it fails them.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import make_url, text
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import make_url
 
 from pitstop import CheckpointManager, SqlStore
-from pitstop.storage._engine import normalize_url
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SCRIPT = EXAMPLES / "pg_workers.py"
@@ -31,33 +26,11 @@ from dag_runner import run_dag_plain  # noqa: E402
 
 pytestmark = pytest.mark.postgres
 
-DEFAULT_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"  # as in conftest.py
-
 
 @pytest.fixture
-async def pg_db() -> AsyncIterator[str]:
-    """The plain ``postgresql://`` URL of a fresh database, dropped afterwards."""
-    server = normalize_url(os.environ.get("PITSTOP_TEST_PG_URL", DEFAULT_PG_URL))
-    # CREATE/DROP DATABASE cannot run inside a transaction.
-    admin = create_async_engine(server, connect_args={"timeout": 3.0}, isolation_level="AUTOCOMMIT")
-    name = f"pitstop_test_{uuid.uuid4().hex[:12]}"
-    try:
-        async with admin.connect() as conn:
-            await conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except (OSError, SQLAlchemyError) as exc:
-        await admin.dispose()
-        shown = server.render_as_string(hide_password=True)
-        message = f"PostgreSQL at {shown} is unreachable: {type(exc).__name__}: {exc}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{message} (CI=true: postgres tests must run; set PITSTOP_TEST_PG_URL)")
-        pytest.skip(message)
-    try:
-        url = make_url(server).set(drivername="postgresql", database=name)
-        yield url.render_as_string(hide_password=False)
-    finally:
-        async with admin.connect() as conn:
-            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        await admin.dispose()
+def pg_db(pg_database: str) -> str:
+    """The plain ``postgresql://`` URL of a fresh database (conftest's ``pg_database``)."""
+    return make_url(pg_database).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def example(*args: str) -> subprocess.CompletedProcess[str]:
