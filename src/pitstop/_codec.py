@@ -6,6 +6,7 @@ versions and serializer tags the same way.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -25,28 +26,19 @@ def _opt(value: object) -> bytes:
     return _NONE if value is None else b"\x01" + repr(value).encode()
 
 
-def node_checksum(
-    node_id: str,
-    status: str,
-    attempt: int,
-    error: str | None,
-    started_at: float | None,
-    finished_at: float | None,
-    deps: tuple[str, ...],
-    serializer: str,
-    output: bytes | None,
-) -> str:
+def node_checksum(r: NodeRow) -> str:
+    """sha256 over every stored field of a node row but its seq and checksum."""
     return checksum(
         (
-            node_id.encode(),
-            status.encode(),
-            str(attempt).encode(),
-            _opt(error),
-            _opt(started_at),
-            _opt(finished_at),
-            "\x1f".join(deps).encode(),
-            serializer.encode(),
-            _NONE if output is None else b"\x01" + output,
+            r.node_id.encode(),
+            r.status.encode(),
+            str(r.attempt).encode(),
+            _opt(r.error),
+            _opt(r.started_at),
+            _opt(r.finished_at),
+            "\x1f".join(r.deps).encode(),
+            r.serializer.encode(),
+            _NONE if r.output is None else b"\x01" + r.output,
         )
     )
 
@@ -79,10 +71,9 @@ def encode_node(state: NodeState, serializer: Serializer) -> NodeRow:
             raise SerializationError(
                 f"output: {exc.message}", tag=exc.tag, node_id=state.node_id
             ) from exc
-    status = str(state.status)
-    return NodeRow(
+    row = NodeRow(
         node_id=state.node_id,
-        status=status,
+        status=str(state.status),
         attempt=state.attempt,
         error=state.error,
         started_at=state.started_at,
@@ -90,18 +81,9 @@ def encode_node(state: NodeState, serializer: Serializer) -> NodeRow:
         deps=state.deps,
         serializer=serializer.tag,
         output=output,
-        checksum=node_checksum(
-            state.node_id,
-            status,
-            state.attempt,
-            state.error,
-            state.started_at,
-            state.finished_at,
-            state.deps,
-            serializer.tag,
-            output,
-        ),
+        checksum="",
     )
+    return dataclasses.replace(row, checksum=node_checksum(row))
 
 
 def encode_metadata(metadata: Mapping[str, Any]) -> bytes:
@@ -134,18 +116,7 @@ def decode_checkpoint(
         raise CorruptCheckpoint(run_id, seq, "checkpoint checksum mismatch")
     nodes: dict[str, NodeState] = {}
     for row in sorted(rows, key=lambda r: r.node_id):
-        expect = node_checksum(
-            row.node_id,
-            row.status,
-            row.attempt,
-            row.error,
-            row.started_at,
-            row.finished_at,
-            row.deps,
-            row.serializer,
-            row.output,
-        )
-        if expect != row.checksum:
+        if node_checksum(row) != row.checksum:
             raise CorruptCheckpoint(
                 run_id, seq, f"node {row.node_id!r} (written at seq {row.seq}) checksum mismatch"
             )
