@@ -8,9 +8,11 @@
     ├── SchemaVersionError                         .found .supported .run_id .seq
     ├── SerializationError                         .tag .node_id
     ├── GraphMismatch                              .run_id .added .removed .changed
-    ├── CheckpointingDisabled                      .run_id (save on a disabled manager)
+    ├── CheckpointingDisabled                      .run_id (I/O on a disabled manager)
+    ├── EventLoopMismatch      (also RuntimeError) an async manager busy on another loop
     └── StoreError                                 backend failures, wrapped with ``from``
-        └── StaleBaseError                         a delta save raced another writer
+        └── StaleBaseError                         .run_id .expected .found: another
+                                                   writer saved the run meanwhile
 
 Misuse of the API (bad arguments) raises ``ValueError`` / ``TypeError`` instead.
 """
@@ -98,23 +100,32 @@ class StoreError(PitstopError):
 
 
 class StaleBaseError(StoreError):
-    """A delta save named a base checkpoint that is no longer the run's latest."""
+    """Another writer saved this run since this manager last saved or restored it.
 
-    def __init__(self, run_id: str, base_seq: int, latest_seq: int | None) -> None:
+    Two writers of one run id would fork its history; the second one is refused
+    (nothing written) instead. Restore the run to continue from its latest state.
+    """
+
+    def __init__(self, run_id: str, expected: int | None, found: int | None) -> None:
         self.run_id = run_id
-        self.base_seq = base_seq
-        self.latest_seq = latest_seq
+        self.expected = expected
+        self.found = found
         super().__init__(
-            f"run {run_id!r}: delta against seq {base_seq} but the latest is {latest_seq}"
+            f"run {run_id!r} was saved by another writer (high-water seq {found}, this "
+            f"manager expected {expected}); restore it to continue from its latest checkpoint"
         )
 
 
+class EventLoopMismatch(PitstopError, RuntimeError):
+    """An async manager was used from a second event loop while busy on the first."""
+
+
 class CheckpointingDisabled(PitstopError):
-    """``save_checkpoint`` was called on a manager whose ``enabled`` is False."""
+    """A disabled manager was asked to read or write its store (it touches nothing)."""
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
         super().__init__(
             f"checkpointing is disabled for run {run_id!r}; create the manager with "
-            "enabled=True (or set manager.enabled = True) to save"
+            "enabled=True (or set manager.enabled = True) to save or restore"
         )

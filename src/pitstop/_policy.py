@@ -1,19 +1,55 @@
 """When saves happen on their own: every N nodes, every T seconds, after each
 DAG level, before named critical nodes, on pause, on failure. Each is just a
-condition checked in a hook that then calls ``save_checkpoint``.
+condition checked in a hook that then calls ``save_checkpoint``. The policy
+also says how much history is kept (``keep_last``, ``snapshot_every``,
+``delete_on_success``).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 
+def _count(name: str, value: object, *, optional: bool) -> None:
+    """An exact int >= 1 (or None when optional): bools and floats are mistakes here."""
+    if value is None and optional:
+        return
+    if type(value) is not int:
+        want = "an int or None" if optional else "an int"
+        raise TypeError(f"{name} must be {want}, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+
+
+def _flag(name: str, value: object) -> None:
+    if type(value) is not bool:
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
+
+
+def _node_ids(nodes: object) -> frozenset[str]:
+    if isinstance(nodes, str | bytes) or not isinstance(nodes, Collection):
+        raise TypeError(
+            f"before_nodes must be a collection of node ids (str), got {type(nodes).__name__}"
+        )
+    for node in nodes:
+        if not isinstance(node, str):
+            raise TypeError(
+                f"before_nodes must hold str node ids, got {type(node).__name__} {node!r}"
+            )
+        if not node:
+            raise ValueError("before_nodes holds an empty node id")
+    return frozenset(nodes)
+
+
 @dataclass(frozen=True, slots=True)
 class CheckpointPolicy:
     """Automatic saves and retention. The default saves nothing on its own.
+
+    Checkpoints are kept after the run succeeds unless ``delete_on_success``.
 
     Args:
         every_n_nodes: save after every N finished nodes.
@@ -25,10 +61,20 @@ class CheckpointPolicy:
         on_pause: save when the runner calls ``on_run_pause``.
         on_failure: save when the run ends unsuccessfully.
         keep_last: after each save, prune the run to its newest N checkpoints.
-        preserve: keep checkpoints when the run succeeds (False deletes them).
+        snapshot_every: a save writes every node (a compacted snapshot) when
+            this many saves passed since the last snapshot; bounds restore cost
+            and lets retention reclaim space.
+        delete_on_success: delete the run's checkpoints when the run succeeds
+            (False, the default, keeps them).
         on_error: "raise" (fail fast) or "log" (log, emit checkpoint.error and
             continue) for saves made by hooks; explicit ``save_checkpoint``
             calls always raise.
+
+    Raises:
+        TypeError: a field has the wrong type (``True`` or ``2.5`` for a count,
+            ``1`` for a flag, a str for ``before_nodes``).
+        ValueError: a count below 1, ``every_seconds`` not finite and > 0, an
+            empty node id, or an unknown ``on_error``.
     """
 
     every_n_nodes: int | None = None
@@ -38,21 +84,29 @@ class CheckpointPolicy:
     on_pause: bool = True
     on_failure: bool = True
     keep_last: int | None = None
-    preserve: bool = False
+    snapshot_every: int = 50
+    delete_on_success: bool = False
     on_error: Literal["raise", "log"] = "raise"
 
     def __post_init__(self) -> None:
-        if self.every_n_nodes is not None and self.every_n_nodes < 1:
-            raise ValueError(f"every_n_nodes must be >= 1, got {self.every_n_nodes}")
-        if self.every_seconds is not None and self.every_seconds <= 0:
-            raise ValueError(f"every_seconds must be > 0, got {self.every_seconds}")
-        if self.keep_last is not None and self.keep_last < 1:
-            raise ValueError(f"keep_last must be >= 1, got {self.keep_last}")
+        _count("every_n_nodes", self.every_n_nodes, optional=True)
+        _count("keep_last", self.keep_last, optional=True)
+        _count("snapshot_every", self.snapshot_every, optional=False)
+        seconds = self.every_seconds
+        if seconds is not None:
+            if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+                raise TypeError(
+                    f"every_seconds must be a number or None, got {type(seconds).__name__} "
+                    f"{seconds!r}"
+                )
+            # math.isfinite would overflow on a huge int; only floats can be NaN or inf
+            if (isinstance(seconds, float) and not math.isfinite(seconds)) or seconds <= 0:
+                raise ValueError(f"every_seconds must be finite and > 0, got {seconds}")
+        for name in ("after_each_level", "on_pause", "on_failure", "delete_on_success"):
+            _flag(name, getattr(self, name))
         if self.on_error not in ("raise", "log"):
             raise ValueError(f"on_error must be 'raise' or 'log', got {self.on_error!r}")
-        if isinstance(self.before_nodes, str):
-            raise TypeError("before_nodes must be a collection of node ids, not a str")
-        object.__setattr__(self, "before_nodes", frozenset(self.before_nodes))
+        object.__setattr__(self, "before_nodes", _node_ids(self.before_nodes))
 
 
 def dag_levels(graph: Mapping[str, Collection[str]]) -> dict[str, int]:

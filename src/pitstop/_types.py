@@ -3,10 +3,43 @@
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
+
+
+def check_id(kind: str, value: object) -> str:
+    """Validate a run or node id once, where it enters pitstop.
+
+    Raises:
+        TypeError: not a str.
+        ValueError: empty, or holds NUL or a lone surrogate (no backend can store those).
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"{kind} must be a str, got {type(value).__name__}")
+    if not value:
+        raise ValueError(f"{kind} must not be empty")
+    if "\x00" in value:
+        raise ValueError(f"{kind} {value!r} contains NUL, which PostgreSQL cannot store")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{kind} {value!r} is not valid UTF-8 (lone surrogate?)") from exc
+    return value
+
+
+def check_time(name: str, value: object) -> float | None:
+    """A timestamp as float (whole numbers included), or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number or None, got {type(value).__name__}")
+    out = float(value)
+    if not math.isfinite(out):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return out
 
 
 class NodeStatus(enum.StrEnum):
@@ -20,6 +53,15 @@ class NodeStatus(enum.StrEnum):
     """Finished; its output is kept and it is skipped on resume."""
     FAILED = "failed"
     """Raised an error; runs again on resume."""
+
+
+class RunStatus(enum.StrEnum):
+    """Where a run stands, as its row in the store says."""
+
+    RUNNING = "running"
+    PAUSED = "paused"
+    FAILED = "failed"
+    SUCCEEDED = "succeeded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,11 +78,28 @@ class NodeState:
     deps: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if not isinstance(self.node_id, str) or not self.node_id:
-            raise TypeError(f"node_id must be a non-empty str, got {self.node_id!r}")
+        check_id("node_id", self.node_id)
         object.__setattr__(self, "status", NodeStatus(self.status))
+        if isinstance(self.attempt, bool) or not isinstance(self.attempt, int):
+            raise TypeError(f"attempt must be an int, got {type(self.attempt).__name__}")
         if self.attempt < 0:
             raise ValueError(f"attempt must be >= 0, got {self.attempt}")
+        if self.error is not None and not isinstance(self.error, str):
+            raise TypeError(f"error must be a str or None, got {type(self.error).__name__}")
+        object.__setattr__(self, "started_at", check_time("started_at", self.started_at))
+        object.__setattr__(self, "finished_at", check_time("finished_at", self.finished_at))
+        deps = tuple(self.deps)
+        for dep in deps:
+            check_id("dependency", dep)
+        object.__setattr__(self, "deps", deps)
+
+
+@dataclass(frozen=True, slots=True)
+class Undecoded:
+    """An output that was verified but not decoded (inspection without codecs)."""
+
+    codec: str
+    size: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,23 +114,44 @@ class CheckpointInfo:
     label: str | None
     node: str | None
     schema_version: int
+    """Format version of the checkpoint payload layout."""
     serializer: str
     checksum: str
     size: int
     nodes_written: int
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    root_seq: int = 0
+    """Seq of the full snapshot this checkpoint's chain of deltas starts from."""
+    node_count: int = 0
+
+    @property
+    def snapshot(self) -> bool:
+        """Whether this checkpoint wrote every node (a compacted snapshot)."""
+        return self.root_seq == self.seq
 
 
 @dataclass(frozen=True, slots=True)
 class RunInfo:
-    """A run known to a store."""
+    """A run known to a store: its row in the runs table and its live checkpoints."""
 
     run_id: str
+    status: RunStatus
+    attempt: int
+    started_at: float | None
+    ended_at: float | None
+    error: str | None
+    graph_fingerprint: str | None
+    last_seq: int
+    """High-water mark: the highest seq ever given to this run (never reused)."""
     checkpoints: int
-    first_seq: int
-    latest_seq: int
-    latest_at: float
+    latest_seq: int | None
+    latest_at: float | None
     size: int
+
+    @property
+    def can_resume(self) -> bool:
+        """A live checkpoint exists and the run did not succeed."""
+        return self.latest_seq is not None and self.status is not RunStatus.SUCCEEDED
 
 
 @dataclass(frozen=True, slots=True)

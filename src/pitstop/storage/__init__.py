@@ -1,1 +1,1 @@
-"""Checkpoint stores: the Store protocol, memory, and SQL (SQLite / PostgreSQL)."""
+"""Checkpoint stores: SQLite and PostgreSQL (``SqlStore``) and ``MemoryStore``."""

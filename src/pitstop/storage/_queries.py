@@ -1,57 +1,95 @@
-"""Queries of the SQL store that are more than one line."""
+"""SQL text of every statement, built once per dialect at import.
+
+Written with ``?`` placeholders; PostgreSQL (psycopg) gets ``%s``. The tables
+themselves are declared in ``_models`` (SQLModel); a test checks that these
+statements name only columns those tables have.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Literal
 
-from sqlalchemy import Select, bindparam, delete, func, select
-from sqlalchemy.dialects.postgresql import distinct_on
-from sqlalchemy.ext.asyncio import AsyncConnection
+RUNS = "pitstop_runs"
+CHECKPOINTS = "pitstop_checkpoints"
+NODES = "pitstop_node_states"
 
-from ._models import CHECKPOINTS as CP
-from ._models import NODES
-from .base import unneeded_rows
+RUN_COLS = ("status", "attempt", "started_at", "ended_at", "error", "graph_fingerprint",
+            "last_seq")  # fmt: skip
+HEADER_COLS = ("run_id", "seq", "parent_seq", "root_seq", "created_at", "trigger", "label",
+               "node", "schema_version", "serializer", "metadata", "size", "nodes_written",
+               "node_count", "manifest", "checksum")  # fmt: skip
+"""Every checkpoint column but the state blob (and ``retired``): listing reads no payload."""
+NODE_COLS = ("node_id", "seq", "status", "attempt", "error", "started_at", "finished_at", "deps",
+             "serializer", "output", "checksum")  # fmt: skip
 
-
-async def fetch_latest_seq(conn: AsyncConnection, run_id: str) -> int | None:
-    """Seq of the run's newest checkpoint, None when it has none."""
-    return (await conn.execute(latest_query(run_id))).scalar_one_or_none()
-
-
-def latest_query(run_id: str) -> Select[int]:
-    """The run's newest seq; ORDER BY ... LIMIT 1 reads one primary key entry on both backends."""
-    return select(CP.c.seq).where(CP.c.run_id == run_id).order_by(CP.c.seq.desc()).limit(1)
-
-
-def newest_rows(run_id: str, seq: int, sqlite: bool) -> Select[Any]:
-    """Each node's newest row with seq <= ``seq``: one query, walking the primary key."""
-    upto = select(NODES).where(NODES.c.run_id == run_id, NODES.c.seq <= seq)
-    if not sqlite:
-        # With the join below PostgreSQL's planner, short of statistics on a fresh
-        # table, picks a nested loop that reads the run once per node.
-        return upto.order_by(NODES.c.node_id, NODES.c.seq.desc()).ext(distinct_on(NODES.c.node_id))
-    newest = (
-        select(NODES.c.node_id, func.max(NODES.c.seq).label("seq"))
-        .where(NODES.c.run_id == run_id, NODES.c.seq <= seq)
-        .group_by(NODES.c.node_id)
-        .subquery()
-    )
-    on = (NODES.c.node_id == newest.c.node_id) & (NODES.c.seq == newest.c.seq)
-    return select(NODES).join(newest, on).where(NODES.c.run_id == run_id)
+_H = ", ".join(HEADER_COLS)
+_N = ", ".join(NODE_COLS)
+_R = ", ".join(RUN_COLS)
 
 
-async def collect(conn: AsyncConnection, run_id: str) -> None:
-    """Delete the run's node rows that no remaining checkpoint reads."""
-    kept = list((await conn.execute(select(CP.c.seq).where(CP.c.run_id == run_id))).scalars())
-    if not kept:
-        await conn.execute(delete(NODES).where(NODES.c.run_id == run_id))
-        return
-    pairs = await conn.execute(select(NODES.c.node_id, NODES.c.seq).where(NODES.c.run_id == run_id))
-    drop = unneeded_rows(((n, s) for n, s in pairs), kept)
-    if drop:
-        query = delete(NODES).where(
-            NODES.c.run_id == run_id,
-            NODES.c.node_id == bindparam("b_node"),
-            NODES.c.seq == bindparam("b_seq"),
-        )
-        await conn.execute(query, [{"b_node": n, "b_seq": s} for n, s in drop])
+def _marks(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+_UPSERT_SET = ", ".join(f"{c} = excluded.{c}" for c in (*RUN_COLS, "updated_at"))
+
+_TEMPLATES = {
+    "run_get": f"SELECT {_R} FROM {RUNS} WHERE run_id = ?",
+    "run_lock": f"SELECT {_R} FROM {RUNS} WHERE run_id = ?{{lock}}",
+    "run_upsert": f"INSERT INTO {RUNS} (run_id, {_R}, updated_at) VALUES ({_marks(9)}) "
+    f"ON CONFLICT (run_id) DO UPDATE SET {_UPSERT_SET}",
+    "run_status": f"UPDATE {RUNS} SET status = ?, attempt = ?, started_at = ?, ended_at = ?, "
+    "error = ?, graph_fingerprint = ?, updated_at = ? WHERE run_id = ?",
+    "runs": f"SELECT r.run_id, {', '.join('r.' + c for c in RUN_COLS)}, a.n, a.latest, a.total, "
+    f"c.created_at FROM {RUNS} r LEFT JOIN (SELECT run_id, COUNT(*) AS n, MAX(seq) AS latest, "
+    f"SUM(size) AS total FROM {CHECKPOINTS} WHERE retired = 0 GROUP BY run_id) a "
+    f"ON a.run_id = r.run_id LEFT JOIN {CHECKPOINTS} c ON c.run_id = a.run_id "
+    "AND c.seq = a.latest",
+    "run_one": "{runs} WHERE r.run_id = ?",
+    "count_seqs": f"SELECT COUNT(*) FROM {CHECKPOINTS} WHERE run_id = ? AND seq IN (?, ?)",
+    "cp_insert": f"INSERT INTO {CHECKPOINTS} ({_H}, state, retired) VALUES ({_marks(18)})",
+    "node_insert": f"INSERT INTO {NODES} (run_id, {_N}) VALUES ({_marks(12)})",
+    "cp_latest": f"SELECT {_H}, state FROM {CHECKPOINTS} WHERE run_id = ? AND retired = 0 "
+    "ORDER BY seq DESC LIMIT 1",
+    "cp_at": f"SELECT {_H}, state FROM {CHECKPOINTS} WHERE run_id = ? AND seq = ? "
+    "AND retired = 0",
+    "cp_links": f"SELECT seq, parent_seq FROM {CHECKPOINTS} WHERE run_id = ? "
+    "AND seq >= ? AND seq <= ?",
+    "nodes_range": f"SELECT {_N} FROM {NODES} WHERE run_id = ? AND seq >= ? AND seq <= ?",
+    "cp_list": f"SELECT {_H} FROM {CHECKPOINTS} WHERE run_id = ? AND retired = 0 ORDER BY seq",
+    "nth_live": f"SELECT seq FROM {CHECKPOINTS} WHERE run_id = ? AND retired = 0 "
+    "ORDER BY seq DESC LIMIT 1 OFFSET ?",
+    "live_before": f"SELECT seq FROM {CHECKPOINTS} WHERE run_id = ? AND retired = 0 "
+    "AND seq < ? ORDER BY seq",
+    "retire_before": f"UPDATE {CHECKPOINTS} SET retired = 1 WHERE run_id = ? AND retired = 0 "
+    "AND seq < ?",
+    "retire_one": f"UPDATE {CHECKPOINTS} SET retired = 1 WHERE run_id = ? AND seq = ? "
+    "AND retired = 0",
+    "live_count": f"SELECT COUNT(*) FROM {CHECKPOINTS} WHERE run_id = ? AND retired = 0",
+    "floor": f"SELECT MIN(root_seq) FROM {CHECKPOINTS} WHERE run_id = ? AND retired = 0",
+    "gc_checkpoints": f"DELETE FROM {CHECKPOINTS} WHERE run_id = ? AND seq < ?",
+    "gc_nodes": f"DELETE FROM {NODES} WHERE run_id = ? AND seq < ?",
+    "schema_version": "SELECT version FROM pitstop_schema WHERE id = 1",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """The statements of one database, ready to execute."""
+
+    name: Literal["sqlite", "postgresql"]
+    sql: dict[str, str]
+
+
+def _build(name: Literal["sqlite", "postgresql"]) -> Dialect:
+    lock = " FOR UPDATE" if name == "postgresql" else ""
+    out = {}
+    for key, text in _TEMPLATES.items():
+        text = text.replace("{lock}", lock).replace("{runs}", _TEMPLATES["runs"])
+        out[key] = text.replace("?", "%s") if name == "postgresql" else text
+    return Dialect(name, out)
+
+
+SQLITE = _build("sqlite")
+POSTGRES = _build("postgresql")

@@ -1,0 +1,338 @@
+"""The run's bookkeeping, with no I/O: node states, the dirty set, policy
+decisions, and the plan of each save (encoded rows, lineage, manifest).
+
+Both managers drive one ``RunCore``; it never awaits, never starts a thread
+and never touches a store. A lock guards the bookkeeping so a sync runner may
+call hooks from several threads while another thread saves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ._codec import FORMAT_VERSION, manifest_hex, manifest_term, node_checksum, record_checksum
+from ._errors import GraphMismatch, SerializationError
+from ._policy import CheckpointPolicy, PolicyClock, dag_levels
+from ._records import CheckpointRecord, NodeRow, deps_text
+from ._serde import Serializer, encode_metadata
+from ._types import NodeState, NodeStatus, RunInfo, RunStatus, check_id
+
+_COMPLETED = NodeStatus.COMPLETED.value
+_RUNNING = NodeStatus.RUNNING.value
+_FAILED = NodeStatus.FAILED.value
+_PENDING = NodeStatus.PENDING.value
+
+
+def graph_fingerprint(graph: Mapping[str, Collection[str]]) -> str:
+    """A short stable digest of a graph (node ids and their dependency sets)."""
+    canon = sorted((k, sorted(v)) for k, v in graph.items())
+    return hashlib.sha256(json.dumps(canon).encode()).hexdigest()[:16]
+
+
+def error_text(error: BaseException | str) -> str:
+    return error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+
+
+@dataclass(frozen=True, slots=True)
+class RunFields:
+    """The run's row, as a save or a status change writes it."""
+
+    run_id: str
+    status: RunStatus
+    attempt: int
+    started_at: float | None
+    ended_at: float | None
+    error: str | None
+    graph_fingerprint: str | None
+
+
+@dataclass(slots=True)
+class SavePlan:
+    """Everything one save writes, encoded before the transaction starts.
+
+    ``finalize(seq)`` runs inside the transaction, once the seq is known: it
+    adds the checksums (which cover the seq) and the manifest.
+    """
+
+    run_id: str
+    rows: list[NodeRow]
+    changed: set[str]
+    snapshot: bool
+    parent_seq: int | None
+    root_seq: int | None
+    expected_hwm: int | None
+    base_terms: dict[str, int]
+    base_manifest: int
+    header: dict[str, Any]
+    run: RunFields
+    keep_last: int | None
+    record: CheckpointRecord | None = None
+    terms: dict[str, int] = field(default_factory=dict)
+
+    def finalize(self, seq: int) -> tuple[CheckpointRecord, list[NodeRow]]:
+        run_id = self.run_id
+        rows = []
+        terms = {} if self.snapshot else dict(self.base_terms)
+        for row in self.rows:
+            row = replace(row, seq=seq, checksum=node_checksum(run_id, seq, row))
+            terms[row.node_id] = manifest_term(row.checksum)
+            rows.append(row)
+        record = CheckpointRecord(
+            run_id=run_id, seq=seq, parent_seq=self.parent_seq,
+            root_seq=seq if self.snapshot else (self.root_seq or seq),
+            nodes_written=len(rows), node_count=len(terms),
+            manifest=manifest_hex(sum(terms.values())), **self.header,
+        )  # fmt: skip
+        self.record = replace(record, checksum=record_checksum(record))
+        self.terms = terms
+        return self.record, rows
+
+
+class RunCore:
+    """Bookkeeping of one run, shared by the sync and async managers."""
+
+    def __init__(
+        self,
+        run_id: str,
+        serializer: Serializer,
+        policy: CheckpointPolicy,
+        metadata: Mapping[str, Any],
+    ) -> None:
+        self.run_id = check_id("run_id", run_id)
+        self.serializer = serializer
+        self.policy = policy
+        self.metadata = dict(metadata)
+        encode_metadata(self.metadata)  # refuse bad metadata at construction
+        self.state: Any = None
+        self.lock = threading.Lock()
+        self.clock = PolicyClock(policy)
+        self.rows: dict[str, NodeRow] = {}
+        self.dirty: set[str] = set()
+        self.hwm: int | None = None
+        """The run's high-water seq as this manager last saw it (None: never read)."""
+        self.restored_seq: int | None = None
+        self.restored_trigger: str | None = None
+        self.announce_resume = False
+        self._new_lineage()
+        self.status: RunStatus | None = None
+        self.attempt = 0
+        self.started_at: float | None = None
+        self.ended_at: float | None = None
+        self.error: str | None = None
+        self.graph_fp: str | None = None
+
+    def _new_lineage(self) -> None:
+        self.base_seq: int | None = None
+        self.root_seq: int | None = None
+        self.since_snapshot = 0
+        self.terms: dict[str, int] = {}
+        self.manifest = 0
+
+    # -- hooks: bookkeeping only ---------------------------------------------
+
+    def run_started(self, graph: Mapping[str, Collection[str]] | None) -> None:
+        """A run (or a retry of it) starts. Raises GraphMismatch, ValueError on a bad graph."""
+        levels = {} if graph is None else dag_levels(graph)
+        with self.lock:
+            if self.status is RunStatus.SUCCEEDED:
+                # Running a finished run again starts it fresh, as a new lineage.
+                self.rows, self.dirty = {}, set()
+                self.state, self.attempt, self.restored_seq = None, 0, None
+                self._new_lineage()
+            if graph is not None:
+                if self.restored_seq is not None:
+                    self._check_graph(graph)
+                for node_id, deps in graph.items():
+                    if node_id not in self.rows:
+                        check_id("node_id", node_id)
+                        self.rows[node_id] = self._row(node_id, _PENDING, deps=tuple(deps))
+                        self.dirty.add(node_id)
+                self.graph_fp = graph_fingerprint(graph)
+            self.status = RunStatus.RUNNING
+            self.attempt += 1
+            self.started_at, self.ended_at, self.error = time.time(), None, None
+            done = [k for k, r in self.rows.items() if r.status == _COMPLETED]
+            self.clock.start(levels, done)
+
+    def _check_graph(self, graph: Mapping[str, Collection[str]]) -> None:
+        old = {k: set(r.deps) for k, r in self.rows.items()}
+        new = {k: set(v) for k, v in graph.items()}
+        if old == new:
+            return
+        changed = [k for k in old.keys() & new.keys() if old[k] != new[k]]
+        added, removed = new.keys() - old.keys(), old.keys() - new.keys()
+        raise GraphMismatch(self.run_id, added=added, removed=removed, changed=changed)
+
+    def _row(self, node_id: str, status: str, **fields: Any) -> NodeRow:
+        old = self.rows.get(node_id)
+        base = dict(attempt=0, error=None, started_at=None, finished_at=None, deps=(),
+                    serializer=self.serializer.tag, output=None)  # fmt: skip
+        if old is not None:
+            base.update(attempt=old.attempt, started_at=old.started_at, deps=old.deps)
+        base.update(fields)
+        return NodeRow(node_id=node_id, status=status, **base)
+
+    def node_started(self, node_id: str) -> None:
+        if node_id not in self.rows:
+            check_id("node_id", node_id)
+        with self.lock:
+            old = self.rows.get(node_id)
+            attempt = 1 if old is None else old.attempt + 1
+            # A re-run drops the previous output and error: they no longer hold.
+            self.rows[node_id] = self._row(node_id, _RUNNING, attempt=attempt,
+                                           started_at=time.time())  # fmt: skip
+            self.dirty.add(node_id)
+
+    def node_finished(self, node_id: str, output: Any) -> str | None:
+        """Capture the output now (encoded, so later mutation cannot change it).
+
+        Returns the trigger of a save the policy makes due, if any.
+
+        Raises:
+            SerializationError: the output cannot be encoded; the node stays as it was.
+        """
+        if node_id not in self.rows:
+            check_id("node_id", node_id)
+        try:
+            blob = self.serializer.dumps(output)
+        except SerializationError as exc:
+            raise SerializationError(
+                f"output: {exc.message}", tag=exc.tag, node_id=node_id
+            ) from exc
+        with self.lock:
+            old = self.rows.get(node_id)
+            first = old is None or old.status != _COMPLETED
+            self.rows[node_id] = self._row(node_id, _COMPLETED, output=blob,
+                                           finished_at=time.time())  # fmt: skip
+            self.dirty.add(node_id)
+            return self.clock.finished(node_id) if first else None
+
+    def node_failed(self, node_id: str, error: BaseException | str) -> None:
+        if node_id not in self.rows:
+            check_id("node_id", node_id)
+        with self.lock:
+            self.rows[node_id] = self._row(node_id, _FAILED, error=error_text(error),
+                                           finished_at=time.time())  # fmt: skip
+            self.dirty.add(node_id)
+
+    def paused(self) -> None:
+        self.status = RunStatus.PAUSED
+
+    def ended(self, success: bool, error: BaseException | str | None) -> None:
+        self.status = RunStatus.SUCCEEDED if success else RunStatus.FAILED
+        self.ended_at = time.time()
+        self.error = None if success or error is None else error_text(error)
+
+    @property
+    def has_row(self) -> bool:
+        """Whether the store holds this run as far as this manager knows."""
+        return self.hwm is not None
+
+    # -- saves ---------------------------------------------------------------
+
+    def merge(self, nodes: Iterable[NodeState] | None) -> None:
+        """Adopt explicit node states given to ``save_checkpoint`` (encoded now)."""
+        if nodes is None:
+            return
+        rows = []
+        for ns in nodes:
+            if not isinstance(ns, NodeState):
+                raise TypeError(f"nodes must hold NodeState, got {type(ns).__name__}")
+            out = None
+            if ns.status is NodeStatus.COMPLETED or ns.output is not None:
+                try:
+                    out = self.serializer.dumps(ns.output)
+                except SerializationError as exc:
+                    raise SerializationError(
+                        f"output: {exc.message}", tag=exc.tag, node_id=ns.node_id
+                    ) from exc
+            rows.append(NodeRow(ns.node_id, ns.status.value, ns.attempt, ns.error, ns.started_at,
+                                ns.finished_at, ns.deps, self.serializer.tag, out))  # fmt: skip
+        with self.lock:
+            for row in rows:
+                self.rows[row.node_id] = row
+                self.dirty.add(row.node_id)
+
+    def run_fields(self) -> RunFields:
+        return RunFields(self.run_id, self.status or RunStatus.RUNNING, max(self.attempt, 1),
+                         self.started_at, self.ended_at, self.error, self.graph_fp)  # fmt: skip
+
+    def plan(
+        self,
+        trigger: str,
+        label: str | None,
+        node: str | None,
+        metadata: Mapping[str, Any] | None,
+        *,
+        snapshot: bool = False,
+    ) -> SavePlan:
+        """Take the changes since the last save out of the dirty set and encode them.
+
+        Raises:
+            SerializationError: the state or metadata cannot be encoded (nothing changes).
+        """
+        meta = encode_metadata({**self.metadata, **(metadata or {})})
+        ser = self.serializer
+        state = None if self.state is None else ser.dumps(self.state)
+        with self.lock:
+            snapshot = (
+                snapshot
+                or self.base_seq is None
+                or self.since_snapshot + 1 >= self.policy.snapshot_every
+            )
+            changed, self.dirty = self.dirty, set()
+            ids = sorted(self.rows if snapshot else changed)
+            rows = [self.rows[n] for n in ids]
+        size = len(meta) + len(state or b"") + sum(len(r.output or b"") for r in rows)
+        header = dict(created_at=time.time(), trigger=trigger, label=label, node=node,
+                      schema_version=FORMAT_VERSION, serializer=ser.tag, metadata=meta,
+                      state=state, size=size)  # fmt: skip
+        return SavePlan(
+            run_id=self.run_id, rows=rows, changed=changed, snapshot=snapshot,
+            parent_seq=self.base_seq, root_seq=self.root_seq, expected_hwm=self.hwm,
+            base_terms=self.terms, base_manifest=self.manifest, header=header,
+            run=self.run_fields(), keep_last=self.policy.keep_last,
+        )  # fmt: skip
+
+    def abort(self, plan: SavePlan) -> None:
+        """The save did not happen: its changes are pending again."""
+        with self.lock:
+            self.dirty |= plan.changed
+
+    def commit(self, plan: SavePlan, hwm: int) -> None:
+        """The save is durable: it becomes the base of the next delta."""
+        record = plan.record
+        if record is None:
+            raise RuntimeError("commit of a plan that was never finalized")
+        with self.lock:
+            self.base_seq, self.root_seq = record.seq, record.root_seq
+            self.since_snapshot = 0 if plan.snapshot else self.since_snapshot + 1
+            self.terms, self.manifest = plan.terms, int(record.manifest, 16)
+            self.hwm = hwm
+            self.clock.saved()
+
+    def adopt(self, record: CheckpointRecord, rows: list[NodeRow], run: RunInfo, chain: int) -> None:
+        """Make a loaded (verified) checkpoint the base of this run's next saves."""
+        with self.lock:
+            self.rows = {r.node_id: r for r in rows}
+            self.dirty = set()
+            self.base_seq, self.root_seq = record.seq, record.root_seq
+            self.since_snapshot = chain - 1
+            self.terms = {r.node_id: manifest_term(r.checksum) for r in rows}
+            self.manifest = int(record.manifest, 16)
+            self.hwm = run.last_seq
+            self.restored_seq, self.restored_trigger = record.seq, record.trigger
+            self.announce_resume = True
+            self.status, self.attempt, self.graph_fp = None, run.attempt, run.graph_fingerprint
+            self.started_at, self.ended_at, self.error = run.started_at, None, None
+
+    def forget_lineage(self) -> None:
+        """The run's checkpoints were deleted: the next save is a full snapshot."""
+        with self.lock:
+            self._new_lineage()

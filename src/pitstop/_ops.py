@@ -1,0 +1,409 @@
+"""What both managers do, written once as programs: generators that yield the
+store transactions they need (``Call``) and get each one's result back.
+
+The sync manager runs a program by calling the store; the async one hops onto
+the store's thread for each call. Neither adds logic of its own, so every
+method below behaves the same in both. Hooks return None (nothing to run)
+unless a policy makes a save due.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Collection, Generator, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ._codec import decode_checkpoint
+from ._core import RunCore, SavePlan
+from ._errors import (
+    CheckpointingDisabled,
+    CheckpointNotFound,
+    PitstopError,
+    SerializationError,
+    StoreError,
+)
+from ._events import ERROR, LOAD, PRUNE, RESUME, SAVE, CheckpointEvent, Observer, emit
+from ._policy import CheckpointPolicy
+from ._serde import JsonSerializer, Serializer
+from ._types import Checkpoint, CheckpointInfo, NodeState, RunInfo
+from .storage import _programs as P
+from .storage._programs import Call
+from .storage._urls import parse_target
+
+if TYPE_CHECKING:
+    from .storage.sql import Store
+
+R = TypeVar("R")
+Program = Generator[Call[Any], Any, R]
+
+DEFAULT_STORE = "pitstop.db"
+"""SQLite file (relative to the working directory) used when no store is given."""
+
+_UNSET: Any = object()
+
+
+def _seq(seq: object) -> int | None:
+    if seq is None:
+        return None
+    if isinstance(seq, bool) or not isinstance(seq, int):
+        raise TypeError(f"seq must be an int or None, got {type(seq).__name__}")
+    if seq < 1:
+        raise ValueError(f"seq must be >= 1, got {seq}")
+    return seq
+
+
+def _opt_str(name: str, value: object) -> None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{name} must be a str or None, got {type(value).__name__}")
+
+
+class ManagerBase:
+    """State and programs shared by ``CheckpointManager`` and ``SyncCheckpointManager``.
+
+    Args:
+        run_id: names the run; pass the same id to resume it. None makes a new uuid.
+        store: a Store, or a SQLite path / database URL (``postgresql://...``) that the
+            manager opens on first use and closes on close. None: ``DEFAULT_STORE``.
+        enabled: off by default; runners check this plain attribute before each hook.
+        serializer: for outputs and state; strict JSON by default.
+        policy: automatic saves and retention (default: none).
+        metadata: stored with every checkpoint (strict JSON), merged with per-save metadata.
+        observers: callables receiving CheckpointEvent for save/load/resume/prune/error.
+
+    Raises:
+        ValueError / TypeError: a bad run id (empty, NUL, lone surrogate), a store
+            target that looks like a URL but does not parse, bad metadata.
+    """
+
+    def __init__(
+        self,
+        run_id: str | None = None,
+        *,
+        store: Store | str | os.PathLike[str] | None = None,
+        enabled: bool = False,
+        serializer: Serializer | None = None,
+        policy: CheckpointPolicy | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        observers: Iterable[Observer] = (),
+    ) -> None:
+        self.enabled = bool(enabled)
+        serializer = serializer or JsonSerializer()
+        self._core = RunCore(run_id or uuid.uuid4().hex, serializer, policy or CheckpointPolicy(),
+                             metadata or {})  # fmt: skip
+        self._observers = list(observers)
+        self._serializers: dict[str, Serializer] = {"json": JsonSerializer()}
+        self._serializers[serializer.tag] = serializer
+        self._store: Store | None = None
+        self._target: str | os.PathLike[str] | None = None
+        if store is None or isinstance(store, (str, os.PathLike)):
+            self._target = DEFAULT_STORE if store is None else store
+            parse_target(self._target)  # typos raise here, not at the first save
+        else:
+            self._store = store
+        self._owns_store = self._target is not None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(run_id={self.run_id!r}, enabled={self.enabled})"
+
+    @property
+    def run_id(self) -> str:
+        return self._core.run_id
+
+    @property
+    def policy(self) -> CheckpointPolicy:
+        return self._core.policy
+
+    @property
+    def serializer(self) -> Serializer:
+        return self._core.serializer
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self._core.metadata
+
+    @property
+    def state(self) -> Any:
+        """User state saved with the next checkpoint (restored with each one)."""
+        return self._core.state
+
+    @state.setter
+    def state(self, value: Any) -> None:
+        self._core.state = value
+
+    def _get_store(self) -> Store:
+        if self._store is None:
+            from .storage.sql import open_store
+
+            self._store = open_store(self._target or DEFAULT_STORE)
+        return self._store
+
+    def _release_store(self) -> None:
+        if self._owns_store and self._store is not None:
+            store, self._store = self._store, None
+            store.close()
+
+    def _emit(self, name: str, **fields: Any) -> None:
+        emit(self._observers, CheckpointEvent(name, self.run_id, **fields))
+
+    # -- saves ---------------------------------------------------------------
+
+    def _save_checkpoint(
+        self,
+        *,
+        trigger: str = "manual",
+        label: str | None = None,
+        node: str | None = None,
+        nodes: Mapping[str, NodeState] | Iterable[NodeState] | None = None,
+        state: Any = _UNSET,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Program[CheckpointInfo]:
+        """Write a checkpoint: every node changed since the last one, the state, metadata.
+
+        Args:
+            trigger: why it was taken ("manual", "every_n_nodes", "pause", ...).
+            label: free text shown by ``pitstop list``.
+            node: the node the save is about, if any.
+            nodes: explicit node states, merged into the bookkeeping before saving.
+            state: user state to store (replaces ``manager.state``).
+            metadata: merged over the manager's metadata for this checkpoint.
+
+        Raises:
+            CheckpointingDisabled: the manager is disabled.
+            SerializationError: an output, the state or metadata cannot be encoded;
+                nothing is written and the changes stay pending for the next save.
+            StaleBaseError: another writer saved this run meanwhile; nothing written.
+            StoreError: the backend failed; the previous checkpoint stays intact.
+        """
+        if not self.enabled:
+            raise CheckpointingDisabled(self.run_id)
+        if not isinstance(trigger, str) or not trigger:
+            raise TypeError("trigger must be a non-empty str")
+        _opt_str("label", label)
+        _opt_str("node", node)
+        if nodes is not None:
+            self._core.merge(nodes.values() if isinstance(nodes, Mapping) else nodes)
+        if state is not _UNSET:
+            self._core.state = state
+        return self._save(trigger, label, node, metadata)
+
+    def _save(
+        self, trigger: str, label: str | None, node: str | None, metadata: Mapping[str, Any] | None
+    ) -> Program[CheckpointInfo]:
+        core, started = self._core, time.perf_counter()
+        plan: SavePlan | None = None
+        try:
+            plan = core.plan(trigger, label, node, metadata)
+            saved: P.Saved = yield Call(P.save, (plan,), True)
+            if saved.seq is None:
+                # The base checkpoint was deleted meanwhile: write every node instead.
+                core.abort(plan)
+                plan = core.plan(trigger, label, node, metadata, snapshot=True)
+                saved = yield Call(P.save, (plan,), True)
+            if saved.seq is None or plan.record is None:
+                raise StoreError(f"run {self.run_id!r}: a full snapshot found no base")
+        except BaseException as exc:
+            if plan is not None:
+                core.abort(plan)
+            if isinstance(exc, PitstopError):
+                self._emit(ERROR, trigger=trigger, error=exc)
+            raise
+        core.commit(plan, saved.seq)
+        info = plan.record.info()
+        self._emit(SAVE, seq=info.seq, trigger=trigger, info=info,
+                   duration_s=time.perf_counter() - started)  # fmt: skip
+        if saved.removed:
+            self._emit(PRUNE, seq=info.seq, trigger="retention", removed=saved.removed)
+        return info
+
+    def _auto(self, trigger: str, node: str | None = None, label: str | None = None) -> Program[None]:
+        """A save a policy made due; on_error="log" keeps the run going if it fails."""
+        try:
+            yield from self._save(trigger, label, node, None)
+        except PitstopError:
+            if self.policy.on_error == "raise":
+                raise
+
+    def _set_status(self) -> Program[None]:
+        try:
+            yield Call(P.set_run, (self._core.run_fields(),), True)
+        except PitstopError as exc:
+            self._emit(ERROR, trigger="status", error=exc)
+            if self.policy.on_error == "raise":
+                raise
+
+    # -- reads ---------------------------------------------------------------
+
+    def _restore_checkpoint(self, seq: int | None = None) -> Program[Checkpoint]:
+        """Load and verify a checkpoint (latest by default) and adopt it as the run's state.
+
+        Raises:
+            CheckpointingDisabled: the manager is disabled (it touches nothing).
+            CheckpointNotFound: no such checkpoint.
+            CorruptCheckpoint: a checksum or the manifest failed; older ones stay loadable.
+            SchemaVersionError: written by a newer pitstop.
+            SerializationError: a payload cannot be decoded (e.g. pickle not opted in).
+        """
+        return self._load(_seq(seq), adopt=True, outputs=True)
+
+    def _load_checkpoint(self, seq: int | None = None, *, outputs: bool = True) -> Program[Checkpoint]:
+        """Load and verify a checkpoint without adopting it (inspection; writes nothing).
+
+        With ``outputs=False`` node outputs and the state come back as ``Undecoded``
+        (verified, not decoded: no codec, no pickle needed).
+        """
+        return self._load(_seq(seq), adopt=False, outputs=outputs)
+
+    def _load(self, seq: int | None, *, adopt: bool, outputs: bool) -> Program[Checkpoint]:
+        if not self.enabled:
+            raise CheckpointingDisabled(self.run_id)
+        started = time.perf_counter()
+        loaded: P.Loaded = yield Call(P.load, (self.run_id, seq), False)
+        cp = decode_checkpoint(loaded.record, loaded.rows, self._serializers, asked=seq,
+                               outputs=outputs)  # fmt: skip
+        if adopt:
+            self._core.adopt(loaded.record, loaded.rows, loaded.run, loaded.chain)
+            self._core.state = cp.state
+        self._emit(LOAD, seq=cp.seq, trigger=cp.info.trigger, info=cp.info,
+                   duration_s=time.perf_counter() - started)  # fmt: skip
+        return cp
+
+    def _can_resume(self) -> Program[bool]:
+        """Whether the run has a live checkpoint and did not succeed (False when disabled)."""
+        if not self.enabled:
+            return False
+        run: RunInfo | None = yield Call(P.run_info, (self.run_id,), False)
+        return run is not None and run.can_resume
+
+    def _run_info(self) -> Program[RunInfo | None]:
+        """The run's row (status, error, high-water seq) and live checkpoints; None if unknown."""
+        if not self.enabled:
+            raise CheckpointingDisabled(self.run_id)
+        run: RunInfo | None = yield Call(P.run_info, (self.run_id,), False)
+        return run
+
+    def _list_checkpoints(self) -> Program[list[CheckpointInfo]]:
+        """The run's live checkpoints, oldest first."""
+        if not self.enabled:
+            raise CheckpointingDisabled(self.run_id)
+        records = yield Call(P.list_checkpoints, (self.run_id,), False)
+        return [r.info() for r in records]
+
+    # -- deletes -------------------------------------------------------------
+
+    def _delete(self, seq: int | None = None) -> Program[int]:
+        """Delete one checkpoint, or every checkpoint of the run (its seqs are never reused).
+
+        Raises:
+            CheckpointNotFound: nothing to delete.
+        """
+        seq = _seq(seq)
+        if not self.enabled:
+            raise CheckpointingDisabled(self.run_id)
+        n: int = yield Call(P.delete, (self.run_id, seq), True)
+        if seq is None or seq == self._core.base_seq:
+            self._core.forget_lineage()  # the next save writes every node
+        self._emit(PRUNE, trigger="delete", removed=() if seq is None else (seq,))
+        return n
+
+    def _prune(self, keep: int) -> Program[list[int]]:
+        """Keep the newest ``keep`` checkpoints; return the removed seqs, oldest first."""
+        if isinstance(keep, bool) or not isinstance(keep, int):
+            raise TypeError(f"keep must be an int, got {type(keep).__name__}")
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1, got {keep}")
+        if not self.enabled:
+            raise CheckpointingDisabled(self.run_id)
+        removed: tuple[int, ...] = yield Call(P.prune, (self.run_id, keep), True)
+        if removed:
+            self._emit(PRUNE, trigger="prune", removed=removed)
+        return list(removed)
+
+    # -- hooks ---------------------------------------------------------------
+
+    def _on_run_start(self, *, graph: Mapping[str, Collection[str]] | None = None) -> Program[None] | None:
+        """Before the first node runs; graph maps node -> dependencies. Raises GraphMismatch."""
+        if not self.enabled:
+            return None
+        core = self._core
+        core.run_started(graph)
+        if core.announce_resume:
+            core.announce_resume = False
+            self._emit(RESUME, seq=core.restored_seq, trigger=core.restored_trigger)
+        return None
+
+    def _on_node_start(self, *, node_id: str) -> Program[None] | None:
+        """Before a node runs; a failed 'before_nodes' save raises unless on_error='log'."""
+        if not self.enabled:
+            return None
+        if node_id in self.policy.before_nodes:
+            return self._save_then_start(node_id)
+        self._core.node_started(node_id)
+        return None
+
+    def _save_then_start(self, node_id: str) -> Program[None]:
+        yield from self._auto("before_node", node_id)
+        self._core.node_started(node_id)
+
+    def _on_node_finish(self, *, node_id: str, output: Any = None) -> Program[None] | None:
+        """After a node succeeded: its output is encoded now; may save (see on_error)."""
+        if not self.enabled:
+            return None
+        try:
+            trigger = self._core.node_finished(node_id, output)
+        except SerializationError as exc:
+            self._emit(ERROR, trigger="output", error=exc)
+            if self.policy.on_error == "raise":
+                raise
+            return None  # the node stays unfinished: resume runs it again
+        return None if trigger is None else self._auto(trigger, node_id)
+
+    def _on_node_error(self, *, node_id: str, error: BaseException | str) -> Program[None] | None:
+        """After a node raised; bookkeeping only (its output is dropped), never a save."""
+        if self.enabled:
+            self._core.node_failed(node_id, error)
+        return None
+
+    def _on_run_pause(self, *, reason: str | None = None) -> Program[None] | None:
+        """When the runner pauses: saves if policy.on_pause, else records the status."""
+        if not self.enabled:
+            return None
+        self._core.paused()
+        if self.policy.on_pause:
+            return self._auto("pause", label=reason)
+        return self._set_status() if self._core.has_row else None
+
+    def _on_run_end(self, *, success: bool, error: BaseException | None = None) -> Program[None] | None:
+        """After the last node: records success or failure (and its error).
+
+        Failure saves if policy.on_failure. A checkpoint failure never replaces
+        the runner's own ``error``: it is attached to it as a note and reported
+        as a checkpoint.error event.
+        """
+        if not self.enabled:
+            return None
+        core = self._core
+        core.ended(bool(success), error)
+        if success:
+            if self.policy.delete_on_success and core.has_row:
+                return self._delete_finished()
+            return self._set_status() if core.has_row else None
+        if self.policy.on_failure:
+            prog: Program[None] | None = self._auto("run_failed")
+        else:
+            prog = self._set_status() if core.has_row else None
+        return prog if prog is None or error is None else self._shielding(prog, error)
+
+    def _delete_finished(self) -> Program[None]:
+        yield from self._set_status()
+        try:
+            yield from self._delete()
+        except CheckpointNotFound:
+            pass
+
+    def _shielding(self, prog: Program[None], error: BaseException) -> Program[None]:
+        try:
+            yield from prog
+        except PitstopError as exc:
+            error.add_note(f"pitstop: the checkpoint at run end failed too: {exc!r}")

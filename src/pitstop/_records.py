@@ -1,0 +1,117 @@
+"""Rows as stored: what the core encodes and the stores move, never user values."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+from ._errors import CorruptCheckpoint
+from ._serde import decode_metadata
+from ._types import CheckpointInfo
+
+_MAX_TIME = 253_402_300_800.0
+"""Seconds since the epoch of year 10000: a stored time past it is damage, not a date."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRow:
+    """One node's state as stored: written only by checkpoints where it changed."""
+
+    node_id: str
+    status: str
+    attempt: int
+    error: str | None
+    started_at: float | None
+    finished_at: float | None
+    deps: tuple[str, ...]
+    serializer: str
+    output: bytes | None
+    checksum: str = ""
+    """sha256 (hex) over the row's canonical bytes, its run id and seq included."""
+    seq: int = 0
+    """Seq of the checkpoint that wrote this row."""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointRecord:
+    """One checkpoint row as stored (its node rows travel beside it)."""
+
+    run_id: str
+    seq: int
+    parent_seq: int | None
+    root_seq: int
+    """Seq of the snapshot the chain of deltas starts from (== seq for a snapshot)."""
+    created_at: float
+    trigger: str
+    label: str | None
+    node: str | None
+    schema_version: int
+    serializer: str
+    metadata: bytes
+    state: bytes | None
+    size: int
+    nodes_written: int
+    node_count: int
+    manifest: str
+    """Sum (mod 2**256) of the checksums of every node row this checkpoint reads."""
+    checksum: str = ""
+
+    def info(self) -> CheckpointInfo:
+        """The header as users see it.
+
+        Raises:
+            CorruptCheckpoint: a header column holds something no writer stores.
+        """
+        try:
+            meta = decode_metadata(self.metadata)
+            _check_header(self)
+        except (ValueError, TypeError) as exc:
+            raise CorruptCheckpoint(self.run_id, self.seq, f"damaged header: {exc}") from exc
+        return CheckpointInfo(
+            run_id=self.run_id,
+            seq=self.seq,
+            parent_seq=self.parent_seq,
+            created_at=self.created_at,
+            trigger=self.trigger,
+            label=self.label,
+            node=self.node,
+            schema_version=self.schema_version,
+            serializer=self.serializer,
+            checksum=self.checksum,
+            size=self.size,
+            nodes_written=self.nodes_written,
+            metadata=meta,
+            root_seq=self.root_seq,
+            node_count=self.node_count,
+        )
+
+
+def _check_header(r: CheckpointRecord) -> None:
+    t = r.created_at
+    if isinstance(t, bool) or not isinstance(t, (int, float)):
+        raise TypeError(f"created_at is {type(t).__name__}, not a number")
+    if not (math.isfinite(t) and 0 <= t < _MAX_TIME):
+        raise ValueError(f"created_at {t!r} is not a time")
+    for name in ("seq", "root_seq", "schema_version", "size", "nodes_written", "node_count"):
+        value = getattr(r, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise TypeError(f"{name} is {value!r}, not a count")
+    for name in ("trigger", "serializer", "checksum", "manifest"):
+        if not isinstance(getattr(r, name), str):
+            raise TypeError(f"{name} is not text")
+
+
+def deps_text(deps: tuple[str, ...]) -> str:
+    return json.dumps(list(deps), ensure_ascii=False, separators=(",", ":"))
+
+
+def deps_from_text(node_id: str, text: object) -> tuple[str, ...]:
+    """Decode a deps column; ValueError when it is damaged."""
+    try:
+        deps = json.loads(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"node {node_id!r} has unreadable deps: {exc}") from exc
+    if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
+        raise ValueError(f"node {node_id!r} has deps that are not a list of node ids")
+    return tuple(deps)

@@ -1,0 +1,270 @@
+"""Backends: run a transaction program on a real driver (stdlib sqlite3, psycopg).
+
+Both are synchronous and thread-safe. The sync manager calls them directly;
+the async manager hops once per transaction onto the store's thread, so a
+save is one hop whatever it writes.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Literal
+from urllib.parse import quote
+
+from .._errors import PitstopError, StaleBaseError, StoreError
+from . import _schema
+from ._programs import Call, Txn
+from ._queries import POSTGRES, SQLITE, Dialect
+
+BUSY_TIMEOUT_MS = 5000
+Durability = Literal["full", "normal"]
+
+
+def drive(cur: Any, dialect: Dialect, program: Txn[Any]) -> Any:
+    """Execute what ``program`` yields on a DB-API cursor; return what it returns."""
+    sql = dialect.sql
+    result: Any = None
+    while True:
+        try:
+            stmt = program.send(result)
+        except StopIteration as stop:
+            return stop.value
+        if stmt.mode == "many":
+            cur.executemany(sql[stmt.key], stmt.params)
+            result = None
+        else:
+            cur.execute(sql[stmt.key], stmt.params)
+            result = cur.fetchall() if stmt.mode == "rows" else cur.rowcount
+
+
+def _describe(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}".strip()
+    return text if len(text) <= 500 else text[:497] + "..."
+
+
+@contextmanager
+def wrap_errors(call: Call[Any], where: str, integrity: tuple[type[BaseException], ...]) -> Iterator[None]:
+    """Backend failures become StoreError naming the operation; pitstop errors pass."""
+    try:
+        yield
+    except PitstopError:
+        raise
+    except integrity as exc:
+        if call.name == "save":  # the seq was taken by a writer that bypassed our lock
+            raise StaleBaseError(call.args[0].run_id, call.args[0].expected_hwm, None) from exc
+        raise StoreError(f"{call.name} failed ({where}): {_describe(exc)}") from exc
+    except (sqlite3.Error, OSError) as exc:
+        raise StoreError(f"{call.name} failed ({where}): {_describe(exc)}") from exc
+    except Exception as exc:
+        if type(exc).__module__.startswith("psycopg"):
+            raise StoreError(f"{call.name} failed ({where}): {_describe(exc)}") from exc
+        raise
+
+
+class SqliteBackend:
+    """One sqlite3 connection (WAL, BEGIN IMMEDIATE for writers) behind a lock."""
+
+    dialect = SQLITE
+    hops = True
+
+    def __init__(self, path: str | None, *, readonly: bool, durability: Durability) -> None:
+        self.path = path  # None: in memory
+        self.readonly = readonly
+        self.durability = durability
+        self.where = "memory" if path is None else f"sqlite:///{path}"
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+
+    def open(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                return
+            self._conn = self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        path = self.path
+        try:
+            if path is None:
+                conn = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+            elif self.readonly:
+                if not os.path.exists(path):
+                    raise StoreError(f"no SQLite file at {path!r} (opened read-only)")
+                conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True,
+                                       check_same_thread=False, isolation_level=None)  # fmt: skip
+            else:
+                conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open {self.where}: {_describe(exc)}") from exc
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            if not self.readonly:
+                conn.execute(f"PRAGMA synchronous = {self.durability.upper()}")
+            self._ensure_schema(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _ensure_schema(self, conn: sqlite3.Connection) -> None:
+        try:
+            cur = conn.cursor()
+            version = _schema.read_version(cur, "sqlite")
+            if not _schema.needs_write(version, self.where):
+                return
+            if self.readonly:
+                raise _schema.refuse_readonly(version, self.where)
+            if self.path is not None and version is None:
+                # Only when pitstop creates its tables: WAL lets readers run beside a writer.
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                _schema.create_or_migrate(cur, "sqlite")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open {self.where}: {_describe(exc)}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    @property
+    def is_open(self) -> bool:
+        return self._conn is not None
+
+    def run(self, call: Call[Any]) -> Any:
+        if self.readonly and call.write:
+            raise StoreError(f"{call.name} needs a writable store; {self.where} is read-only")
+        self.open()
+        with self._lock, wrap_errors(call, self.where, (sqlite3.IntegrityError,)):
+            conn = self._conn
+            if conn is None:
+                raise StoreError(f"{self.where} was closed while in use")
+            # Writers take the lock up front: they queue (busy_timeout) instead of
+            # failing when a read transaction would have to upgrade.
+            conn.execute("BEGIN IMMEDIATE" if call.write else "BEGIN")
+            try:
+                result = drive(conn.cursor(), SQLITE, call.program(*call.args))
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+
+class PostgresBackend:
+    """A small pool of psycopg connections; writers lock the run's row."""
+
+    dialect = POSTGRES
+    hops = True
+
+    def __init__(self, conninfo: str, *, readonly: bool, pool_size: int, **kwargs: Any) -> None:
+        self.conninfo = conninfo
+        self.readonly = readonly
+        self.pool_size = pool_size
+        self.kwargs = kwargs
+        self.where = _mask(conninfo)
+        self._idle: queue.LifoQueue[Any] = queue.LifoQueue()
+        self._lock = threading.Lock()
+        self._all: list[Any] = []
+        self._slots = threading.BoundedSemaphore(pool_size)
+        self._opened = False
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        try:
+            conn = psycopg.connect(self.conninfo, autocommit=True, **self.kwargs)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot connect to {self.where}: {_describe(exc)}") from exc
+        with self._lock:
+            self._all.append(conn)
+        return conn
+
+    def open(self) -> None:
+        with self._lock:
+            if self._opened:
+                return
+        conn = self._connect()
+        try:
+            cur = conn.cursor()
+            version = _schema.read_version(cur, "postgresql")
+            if _schema.needs_write(version, self.where):
+                if self.readonly:
+                    raise _schema.refuse_readonly(version, self.where)
+                with conn.transaction():
+                    # Concurrent first opens would race on CREATE TABLE.
+                    cur.execute("SELECT pg_advisory_xact_lock(7070747473)")
+                    _schema.create_or_migrate(cur, "postgresql")
+        except Exception as exc:
+            self._discard(conn)
+            if isinstance(exc, PitstopError):
+                raise
+            raise StoreError(f"cannot open {self.where}: {_describe(exc)}") from exc
+        self._idle.put(conn)
+        with self._lock:
+            self._opened = True
+
+    def _discard(self, conn: Any) -> None:
+        with self._lock:
+            if conn in self._all:
+                self._all.remove(conn)
+        conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._all, self._opened = self._all, [], False
+        self._idle = queue.LifoQueue()
+        for conn in conns:
+            conn.close()
+
+    @property
+    def is_open(self) -> bool:
+        return self._opened
+
+    def run(self, call: Call[Any]) -> Any:
+        if self.readonly and call.write:
+            raise StoreError(f"{call.name} needs a writable store; {self.where} is read-only")
+        self.open()
+        import psycopg
+
+        with self._slots:
+            try:
+                conn = self._idle.get_nowait()
+            except queue.Empty:
+                conn = self._connect()
+            ok = False
+            try:
+                with wrap_errors(call, self.where, (psycopg.IntegrityError,)):
+                    with conn.transaction():
+                        cur = conn.cursor()
+                        if not call.write:
+                            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                        result = drive(cur, POSTGRES, call.program(*call.args))
+                ok = True
+                return result
+            finally:
+                if ok or not conn.closed and conn.info.transaction_status == 0:
+                    self._idle.put(conn)
+                else:
+                    self._discard(conn)
+
+
+def _mask(conninfo: str) -> str:
+    """The conninfo with any password hidden."""
+    import re
+
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", conninfo)
+
+
+Backend = SqliteBackend | PostgresBackend
+Opener = Callable[[], Backend]

@@ -1,0 +1,239 @@
+"""Every store operation as a transaction program: a generator that yields
+statements and receives their results.
+
+The programs hold all storage logic (seq assignment, lineage checks,
+retention, garbage collection) once; a backend only executes what they yield,
+inside one transaction, on whatever driver it has (sqlite3 or psycopg).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+
+from .._errors import CheckpointNotFound, CorruptCheckpoint, StaleBaseError
+from .._records import CheckpointRecord, NodeRow, deps_from_text, deps_text
+from .._types import RunInfo, RunStatus
+
+if TYPE_CHECKING:
+    from .._core import RunFields, SavePlan
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class Stmt:
+    """A statement by name (see ``_queries``), its parameters and what to return."""
+
+    key: str
+    params: Sequence[Any] = ()
+    mode: Literal["rows", "count", "many"] = "rows"
+
+
+Txn = Generator[Stmt, Any, R]
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[R]):
+    """One transaction a manager asks a store to run: ``program(*args)``."""
+
+    program: Callable[..., Txn[R]]
+    args: tuple[Any, ...]
+    write: bool
+
+    @property
+    def name(self) -> str:
+        return self.program.__name__
+
+
+@dataclass(frozen=True, slots=True)
+class Saved:
+    seq: int | None
+    """None: the base checkpoint is gone, write a full snapshot instead."""
+    removed: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    record: CheckpointRecord
+    rows: list[NodeRow]
+    run: RunInfo
+    chain: int
+    """How many checkpoints (the snapshot included) the restore read."""
+
+
+def _record(r: Sequence[Any], state: bytes | None) -> CheckpointRecord:
+    (run_id, seq, parent, root, created, trigger, label, node, version, ser, meta, size,
+     written, count, manifest, checksum) = r[:16]  # fmt: skip
+    return CheckpointRecord(run_id, seq, parent, root, created, trigger, label, node, version,
+                            ser, bytes(meta), state, size, written, count, manifest,
+                            checksum)  # fmt: skip
+
+
+def _node(r: Sequence[Any]) -> NodeRow:
+    node_id, seq, status, attempt, error, started, finished, deps, ser, output, checksum = r
+    return NodeRow(node_id, status, attempt, error, started, finished,
+                   deps_from_text(node_id, deps), ser, None if output is None else bytes(output),
+                   checksum, seq)  # fmt: skip
+
+
+def _run(run_id: str, r: Sequence[Any], n: int | None, latest: int | None,
+         total: int | None, latest_at: float | None) -> RunInfo:  # fmt: skip
+    status, attempt, started, ended, error, fingerprint, last_seq = r
+    return RunInfo(run_id, RunStatus(status), attempt, started, ended, error, fingerprint,
+                   last_seq, n or 0, latest, latest_at, int(total or 0))  # fmt: skip
+
+
+def _run_params(run: RunFields, last_seq: int, now: float) -> tuple[Any, ...]:
+    return (run.run_id, run.status.value, run.attempt, run.started_at, run.ended_at, run.error,
+            run.graph_fingerprint, last_seq, now)  # fmt: skip
+
+
+# -- writes -------------------------------------------------------------------
+
+
+def save(plan: SavePlan) -> Txn[Saved]:
+    """Assign the next seq, check the base, insert checkpoint and rows, apply retention."""
+    run_id = plan.run_id
+    found = yield Stmt("run_lock", (run_id,))
+    hwm = found[0][6] if found else 0
+    if plan.expected_hwm is not None and hwm != plan.expected_hwm:
+        raise StaleBaseError(run_id, plan.expected_hwm, hwm)
+    if not plan.snapshot and plan.parent_seq is not None:
+        # The chain parent -> root must still be there (delete or retention elsewhere).
+        root = plan.root_seq if plan.root_seq is not None else plan.parent_seq
+        (n,), *_ = yield Stmt("count_seqs", (run_id, plan.parent_seq, root))
+        if n != len({plan.parent_seq, root}):
+            return Saved(None)
+    seq = hwm + 1
+    record, rows = plan.finalize(seq)
+    yield Stmt("run_upsert", _run_params(plan.run, seq, record.created_at), "count")
+    yield Stmt("cp_insert", (*_header(record), record.state, 0), "count")
+    if rows:
+        yield Stmt("node_insert", [_node_params(run_id, r) for r in rows], "many")
+    removed: tuple[int, ...] = ()
+    if plan.keep_last is not None:
+        removed = yield from _retain(run_id, plan.keep_last)
+    return Saved(seq, removed)
+
+
+def _header(r: CheckpointRecord) -> tuple[Any, ...]:
+    return (r.run_id, r.seq, r.parent_seq, r.root_seq, r.created_at, r.trigger, r.label, r.node,
+            r.schema_version, r.serializer, r.metadata, r.size, r.nodes_written, r.node_count,
+            r.manifest, r.checksum)  # fmt: skip
+
+
+def _node_params(run_id: str, r: NodeRow) -> tuple[Any, ...]:
+    return (run_id, r.node_id, r.seq, r.status, r.attempt, r.error, r.started_at, r.finished_at,
+            deps_text(r.deps), r.serializer, r.output, r.checksum)  # fmt: skip
+
+
+def _retain(run_id: str, keep: int) -> Txn[tuple[int, ...]]:
+    """Retire all but the newest ``keep`` live checkpoints, then collect what none reads."""
+    nth = yield Stmt("nth_live", (run_id, keep - 1))
+    removed: tuple[int, ...] = ()
+    if nth:
+        doomed = yield Stmt("live_before", (run_id, nth[0][0]))
+        removed = tuple(s for (s,) in doomed)
+        if removed:
+            yield Stmt("retire_before", (run_id, nth[0][0]), "count")
+    yield from _collect(run_id)
+    return removed
+
+
+def _collect(run_id: str) -> Txn[None]:
+    """Delete checkpoints and rows below the oldest snapshot a live checkpoint reads from.
+
+    Costs what it deletes, not the size of the run: everything below the floor
+    goes in two range deletes on the (run_id, seq) indexes.
+    """
+    ((floor,),) = yield Stmt("floor", (run_id,))
+    if floor is None:  # no live checkpoint left: nothing is read any more
+        found = yield Stmt("run_get", (run_id,))
+        floor = (found[0][6] if found else 0) + 1
+    yield Stmt("gc_checkpoints", (run_id, floor), "count")
+    yield Stmt("gc_nodes", (run_id, floor), "count")
+
+
+def prune(run_id: str, keep: int) -> Txn[tuple[int, ...]]:
+    return (yield from _retain(run_id, keep))
+
+
+def delete(run_id: str, seq: int | None) -> Txn[int]:
+    """Retire one checkpoint, or every checkpoint of the run; keep the run's row (its seqs)."""
+    if seq is not None:
+        n = yield Stmt("retire_one", (run_id, seq), "count")
+    else:
+        ((n,),) = yield Stmt("live_count", (run_id,))
+        if n:
+            yield Stmt("retire_before", (run_id, 2**62), "count")
+    if not n:
+        raise CheckpointNotFound(run_id, seq)
+    yield from _collect(run_id)
+    return int(n)
+
+
+def set_run(run: RunFields) -> Txn[bool]:
+    """Write the run's status (success, failure, pause) without a checkpoint."""
+    import time
+
+    params = (run.status.value, run.attempt, run.started_at, run.ended_at, run.error,
+              run.graph_fingerprint, time.time(), run.run_id)  # fmt: skip
+    n = yield Stmt("run_status", params, "count")
+    return bool(n)
+
+
+# -- reads --------------------------------------------------------------------
+
+
+def load(run_id: str, seq: int | None) -> Txn[Loaded]:
+    """The checkpoint (latest live one when ``seq`` is None) and the rows its chain reads."""
+    if seq is None:
+        found = yield Stmt("cp_latest", (run_id,))
+    else:
+        found = yield Stmt("cp_at", (run_id, seq))
+    if not found:
+        raise CheckpointNotFound(run_id, seq)
+    record = _record(found[0], None if found[0][16] is None else bytes(found[0][16]))
+    top, root = record.seq, record.root_seq
+    if not isinstance(top, int) or not isinstance(root, int) or root > top:
+        raise CorruptCheckpoint(run_id, top, f"damaged lineage (root {root!r})")
+    links = dict((yield Stmt("cp_links", (run_id, root, top))))
+    chain, at = set(), top
+    while True:
+        chain.add(at)
+        if at == root:
+            break
+        parent = links.get(at)
+        if parent is None or parent not in links or parent >= at:
+            raise CorruptCheckpoint(run_id, top, f"lineage broken at seq {at}")
+        at = parent
+    newest: dict[str, NodeRow] = {}
+    try:
+        for r in (yield Stmt("nodes_range", (run_id, root, top))):
+            if r[1] in chain and (r[0] not in newest or newest[r[0]].seq < r[1]):
+                newest[r[0]] = _node(r)
+    except ValueError as exc:
+        raise CorruptCheckpoint(run_id, top, str(exc)) from exc
+    run = yield from run_info(run_id)
+    if run is None:
+        raise CorruptCheckpoint(run_id, top, "the run's row is missing")
+    return Loaded(record, list(newest.values()), run, len(chain))
+
+
+def run_info(run_id: str) -> Txn[RunInfo | None]:
+    found = yield Stmt("run_one", (run_id,))
+    return _run(found[0][0], found[0][1:8], *found[0][8:]) if found else None
+
+
+def list_runs() -> Txn[list[RunInfo]]:
+    rows = yield Stmt("runs")
+    out = [_run(r[0], r[1:8], *r[8:]) for r in rows]
+    # Sorted here: the database's collation may not order like Python's str.
+    return sorted(out, key=lambda info: info.run_id)
+
+
+def list_checkpoints(run_id: str) -> Txn[list[CheckpointRecord]]:
+    rows = yield Stmt("cp_list", (run_id,))
+    return [_record(r, None) for r in rows]

@@ -1,0 +1,94 @@
+"""The database schema version, creating tables, and migrations.
+
+Opening an up-to-date database only reads its version. Creating tables or
+migrating old ones happens once, in a write transaction, on a read-write open;
+a read-only open of an old database raises instead of writing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+from .._errors import SchemaVersionError, StoreError
+
+SCHEMA_VERSION = 2
+"""Version of the tables; bump it and append to ``MIGRATIONS`` on every change."""
+
+Cursor = Any  # a DB-API cursor of sqlite3 or psycopg
+Dialect = Literal["sqlite", "postgresql"]
+Migration = Callable[[Cursor, Dialect], None]
+
+
+def _param(dialect: Dialect, sql: str) -> str:
+    return sql.replace("?", "%s") if dialect == "postgresql" else sql
+
+
+def read_version(cur: Cursor, dialect: Dialect) -> int | None:
+    """The schema version, or None when the database has no pitstop tables."""
+    if dialect == "sqlite":
+        cur.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'pitstop_schema'")
+    else:
+        cur.execute("SELECT to_regclass('pitstop_schema')")
+    found = cur.fetchone()
+    if not found or found[0] is None:
+        return None
+    cur.execute("SELECT version FROM pitstop_schema WHERE id = 1")
+    row = cur.fetchone()
+    return None if row is None else int(row[0])
+
+
+def needs_write(version: int | None, where: str) -> bool:
+    """Whether opening must create or migrate tables. Raises SchemaVersionError if too new."""
+    if version is not None and version > SCHEMA_VERSION:
+        raise SchemaVersionError(version, SCHEMA_VERSION)
+    return version != SCHEMA_VERSION
+
+
+def refuse_readonly(version: int | None, where: str) -> StoreError:
+    if version is None:
+        return StoreError(f"{where} holds no pitstop tables (opened read-only: nothing created)")
+    return StoreError(
+        f"{where} has pitstop schema {version}, older than {SCHEMA_VERSION}; open it once "
+        "read-write (e.g. with a manager) to migrate it"
+    )
+
+
+def create_or_migrate(cur: Cursor, dialect: Dialect) -> None:
+    """Inside the caller's write transaction: create missing tables or migrate old ones."""
+    from . import _models
+
+    version = read_version(cur, dialect)
+    if not needs_write(version, ""):
+        return  # another process did it first
+    if version is None:
+        for stmt in _models.ddl(dialect):
+            cur.execute(stmt)
+        cur.execute(_param(dialect, "INSERT INTO pitstop_schema (id, version) VALUES (1, ?)"),
+                    (SCHEMA_VERSION,))  # fmt: skip
+        return
+    for target, upgrade in MIGRATIONS:
+        if version < target <= SCHEMA_VERSION:
+            upgrade(cur, dialect)
+    cur.execute(_param(dialect, "UPDATE pitstop_schema SET version = ? WHERE id = 1"),
+                (SCHEMA_VERSION,))  # fmt: skip
+
+
+def _v1_to_v2(cur: Cursor, dialect: Dialect) -> None:
+    from . import _models
+    from ._migrate_v1 import convert_run
+
+    for col, sql_type, default in (("root_seq", "INTEGER", "0"), ("node_count", "INTEGER", "0"),
+                                   ("manifest", "VARCHAR", "''"), ("retired", "INTEGER", "0")):
+        cur.execute(f"ALTER TABLE pitstop_checkpoints ADD COLUMN {col} {sql_type} "
+                    f"NOT NULL DEFAULT {default}")  # fmt: skip
+    for stmt in _models.ddl(dialect, "pitstop_runs"):
+        cur.execute(stmt)
+    cur.execute("SELECT DISTINCT run_id FROM pitstop_checkpoints")
+    for (run_id,) in cur.fetchall():
+        convert_run(cur, dialect, run_id, time.time())
+
+
+MIGRATIONS: list[tuple[int, Migration]] = [(2, _v1_to_v2)]
+"""``(version, upgrade)`` pairs in order; ``upgrade`` brings the tables from version-1."""
