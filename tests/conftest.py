@@ -1,33 +1,27 @@
-"""Shared fixtures."""
+"""Shared fixtures: store backends (memory, a real SQLite file, a real PostgreSQL
+server) and both manager twins behind one awaitable view.
+
+PostgreSQL comes from $PITSTOP_TEST_PG_URL; an unreachable server skips the
+postgres tests, except under CI=true where it fails them. Each test gets its
+own PostgreSQL schema (or database), so tests never see each other's rows.
+"""
 
 from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
-from sqlalchemy import make_url, text
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from twins import MakeTwin, Twin
 
-from pitstop.storage._engine import normalize_url
-from pitstop.storage.base import Store
-from pitstop.storage.memory import MemoryStore
-from pitstop.storage.sql import SqlStore
+from pitstop import CheckpointManager, MemoryStore, SqlStore, Store, SyncCheckpointManager
 
-# ---------------------------------------------------------------------------
-# Store backends: memory, sqlite (a real file), postgres (a real server).
-#
-# PostgreSQL comes from $PITSTOP_TEST_PG_URL; an unreachable server skips the
-# postgres tests, except under CI=true where it fails them. Each `store` test
-# gets its own PostgreSQL schema, so tests never see each other's rows.
-# ---------------------------------------------------------------------------
-
-DEFAULT_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-_PG_CONNECT_TIMEOUT = 3.0
+DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 _pg_down: str | None = None
 """Why PostgreSQL was unreachable, remembered so later tests do not wait again."""
 
@@ -37,101 +31,104 @@ STORE_BACKENDS = [
     pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
 ]
 SQL_BACKENDS = STORE_BACKENDS[1:]
+TWINS = [pytest.param("sync", id="sync"), pytest.param("async", id="async")]
 
 
 def pg_url() -> str:
-    """The PostgreSQL URL the tests use (plain postgresql:// gets the asyncpg driver)."""
-    url = normalize_url(os.environ.get("PITSTOP_TEST_PG_URL", DEFAULT_PG_URL))
-    return url.render_as_string(hide_password=False)
+    url = os.environ.get("PITSTOP_TEST_PG_URL", DEFAULT_PG_URL)
+    return url.replace("+asyncpg", "").replace("+psycopg", "")
 
 
 def _pg_unavailable(reason: str) -> None:
     global _pg_down
     _pg_down = reason
-    shown = make_url(pg_url()).render_as_string(hide_password=True)
-    message = f"PostgreSQL at {shown} is unreachable: {reason}"
+    message = f"PostgreSQL at {pg_url()} is unreachable: {reason}"
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"{message} (CI=true: postgres tests must run; set PITSTOP_TEST_PG_URL)")
     pytest.skip(message)
 
 
-async def _pg_admin() -> AsyncEngine:
-    """An engine on the test server, after checking it answers (skips or fails if not)."""
+@contextmanager
+def pg_admin() -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit connection to the test server (skips or fails when unreachable)."""
     if _pg_down is not None:
         _pg_unavailable(_pg_down)
-    engine = create_async_engine(pg_url(), connect_args={"timeout": _PG_CONNECT_TIMEOUT})
     try:
-        async with engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-    except (OSError, SQLAlchemyError) as exc:
-        await engine.dispose()
+        conn = psycopg.connect(pg_url(), autocommit=True, connect_timeout=3)
+    except psycopg.Error as exc:
         _pg_unavailable(f"{type(exc).__name__}: {exc}")
-    return engine
+        raise
+    with conn:
+        yield conn
 
 
-@asynccontextmanager
-async def _pg_schema_store() -> AsyncIterator[SqlStore]:
-    """A store whose tables live in a fresh schema, dropped afterwards."""
-    admin = await _pg_admin()
+@contextmanager
+def pg_schema() -> Iterator[str]:
+    """A fresh schema on the test server, dropped afterwards."""
     schema = f"pitstop_test_{uuid.uuid4().hex[:12]}"
-    try:
-        async with admin.begin() as conn:
-            await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        settings = {"search_path": schema}
-        async with SqlStore.from_url(pg_url(), connect_args={"server_settings": settings}) as store:
-            yield store
-    finally:
-        async with admin.begin() as conn:
-            await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        await admin.dispose()
-
-
-@asynccontextmanager
-async def _pg_database() -> AsyncIterator[str]:
-    """The URL of a fresh database on the test server, dropped afterwards."""
-    admin = await _pg_admin()
-    name = f"pitstop_test_{uuid.uuid4().hex[:12]}"
-    try:
-        # CREATE/DROP DATABASE cannot run inside a transaction.
-        async with admin.connect() as conn:
-            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            await conn.execute(text(f'CREATE DATABASE "{name}"'))
+    with pg_admin() as admin:
+        admin.execute(f'CREATE SCHEMA "{schema}"')
         try:
-            yield make_url(pg_url()).set(database=name).render_as_string(hide_password=False)
+            yield schema
         finally:
-            async with admin.connect() as conn:
-                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-                await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        await admin.dispose()
+            admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@contextmanager
+def pg_database() -> Iterator[str]:
+    """The URL of a fresh database on the test server, dropped afterwards."""
+    name = f"pitstop_test_{uuid.uuid4().hex[:12]}"
+    with pg_admin() as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield pg_url().rsplit("/", 1)[0] + "/" + name
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(params=STORE_BACKENDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     """An open, empty store of each backend."""
     if request.param == "memory":
-        async with MemoryStore() as memory:
+        with MemoryStore() as memory:
             yield memory
     elif request.param == "sqlite":
-        async with SqlStore.sqlite(tmp_path / "pitstop.db") as sqlite:
+        with SqlStore.sqlite(tmp_path / "pitstop.db") as sqlite:
             yield sqlite
     else:
-        async with _pg_schema_store() as pg:
+        with pg_schema() as schema, SqlStore(pg_url(), options=f"-c search_path={schema}") as pg:
             yield pg
 
 
 @pytest.fixture(params=SQL_BACKENDS)
-async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A URL to an empty SQL database: a SQLite file, or a PostgreSQL database of its own."""
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A target of an empty SQL database: a SQLite file, or a PostgreSQL database of its own."""
     if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'pitstop.db'}"
+        yield str(tmp_path / "pitstop.db")
         return
-    async with _pg_database() as url:
+    with pg_database() as url:
         yield url
 
 
 @pytest.fixture
-async def pg_database() -> AsyncIterator[str]:
+def pg_db() -> Iterator[str]:
     """The URL of a fresh PostgreSQL database of its own (skips/fails like the others)."""
-    async with _pg_database() as url:
+    with pg_database() as url:
         yield url
+
+
+@pytest.fixture(params=TWINS)
+def twin(request: pytest.FixtureRequest) -> Iterator[MakeTwin]:
+    """A factory of managers of one twin (sync or async); closes them afterwards."""
+    made: list[CheckpointManager | SyncCheckpointManager] = []
+    cls = SyncCheckpointManager if request.param == "sync" else CheckpointManager
+
+    def make(*args: Any, **kwargs: Any) -> Twin:
+        kwargs.setdefault("enabled", True)
+        manager = cls(*args, **kwargs)
+        made.append(manager)
+        return Twin(manager)
+
+    yield make
+    for manager in made:
+        manager._release_store()

@@ -19,7 +19,7 @@ from typing import Any
 from ._codec import FORMAT_VERSION, manifest_hex, manifest_term, node_checksum, record_checksum
 from ._errors import GraphMismatch, SerializationError
 from ._policy import CheckpointPolicy, PolicyClock, dag_levels
-from ._records import CheckpointRecord, NodeRow, deps_text
+from ._records import CheckpointRecord, NodeRow
 from ._serde import Serializer, encode_metadata
 from ._types import NodeState, NodeStatus, RunInfo, RunStatus, check_id
 
@@ -171,8 +171,9 @@ class RunCore:
 
     def _row(self, node_id: str, status: str, **fields: Any) -> NodeRow:
         old = self.rows.get(node_id)
-        base = dict(attempt=0, error=None, started_at=None, finished_at=None, deps=(),
-                    serializer=self.serializer.tag, output=None)  # fmt: skip
+        base: dict[str, Any] = {"attempt": 0, "error": None, "started_at": None,
+                                "finished_at": None, "deps": (), "output": None,
+                                "serializer": self.serializer.tag}  # fmt: skip
         if old is not None:
             base.update(attempt=old.attempt, started_at=old.started_at, deps=old.deps)
         base.update(fields)
@@ -317,7 +318,9 @@ class RunCore:
             self.hwm = hwm
             self.clock.saved()
 
-    def adopt(self, record: CheckpointRecord, rows: list[NodeRow], run: RunInfo, chain: int) -> None:
+    def adopt(
+        self, record: CheckpointRecord, rows: list[NodeRow], run: RunInfo, chain: int
+    ) -> None:
         """Make a loaded (verified) checkpoint the base of this run's next saves."""
         with self.lock:
             self.rows = {r.node_id: r for r in rows}

@@ -10,44 +10,16 @@ with the database, and then lets the cancellation through.
 from __future__ import annotations
 
 import asyncio
-import functools
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar, overload
+from typing import Any, Self, TypeVar
 
 from ._errors import EventLoopMismatch
-from ._ops import DEFAULT_STORE, ManagerBase, Program
+from ._ops import DEFAULT_STORE, ManagerBase, Program, ProgramFn
 
 __all__ = ["DEFAULT_STORE", "CheckpointManager"]
 
-P = ParamSpec("P")
 R = TypeVar("R")
-
-
-class _op(Generic[P, R]):
-    """Declares a coroutine method that runs a ``ManagerBase`` program (typed for mypy)."""
-
-    def __init__(self, program: Callable[Concatenate[ManagerBase, P], Program[R] | None]) -> None:
-        self.program = program
-
-    def __set_name__(self, owner: type[CheckpointManager], name: str) -> None:
-        program = self.program
-
-        @functools.wraps(program)
-        async def method(self: CheckpointManager, /, *args: Any, **kwargs: Any) -> Any:
-            return await self._run(program(self, *args, **kwargs))
-
-        method.__name__, method.__qualname__ = name, f"{owner.__qualname__}.{name}"
-        setattr(owner, name, method)
-
-    @overload
-    def __get__(self, obj: None, owner: type[Any]) -> Self: ...
-    @overload
-    def __get__(
-        self, obj: CheckpointManager, owner: type[Any]
-    ) -> Callable[P, Coroutine[Any, Any, R]]: ...
-    def __get__(self, obj: object, owner: type[Any]) -> Any:
-        raise AssertionError("replaced at class creation")  # pragma: no cover
 
 
 async def _settle(future: asyncio.Future[Any]) -> tuple[Any, BaseException | None]:
@@ -86,6 +58,13 @@ class CheckpointManager(ManagerBase):
                 )
             self._lock, self._lock_loop = asyncio.Lock(), loop
         return self._lock
+
+    @staticmethod
+    def _method(program: ProgramFn) -> Callable[..., Any]:
+        async def method(self: CheckpointManager, /, *args: Any, **kwargs: Any) -> Any:
+            return await self._run(program(self, *args, **kwargs))
+
+        return method
 
     async def _run(self, program: Program[R] | None) -> R | None:
         if program is None:
@@ -135,19 +114,3 @@ class CheckpointManager(ManagerBase):
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
-
-    save_checkpoint = _op(ManagerBase._save_checkpoint)
-    restore_checkpoint = _op(ManagerBase._restore_checkpoint)
-    load_checkpoint = _op(ManagerBase._load_checkpoint)
-    can_resume = _op(ManagerBase._can_resume)
-    run_info = _op(ManagerBase._run_info)
-    list_checkpoints = _op(ManagerBase._list_checkpoints)
-    delete = _op(ManagerBase._delete)
-    prune = _op(ManagerBase._prune)
-    on_run_start = _op(ManagerBase._on_run_start)
-    on_node_start = _op(ManagerBase._on_node_start)
-    on_node_finish = _op(ManagerBase._on_node_finish)
-    on_node_error = _op(ManagerBase._on_node_error)
-    on_run_pause = _op(ManagerBase._on_run_pause)
-    on_run_end = _op(ManagerBase._on_run_end)
-

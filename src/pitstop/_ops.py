@@ -9,11 +9,23 @@ unless a policy makes a save due.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import time
 import uuid
-from collections.abc import Collection, Generator, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable, Collection, Coroutine, Generator, Iterable, Mapping
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Concatenate,
+    Generic,
+    ParamSpec,
+    Self,
+    TypeVar,
+    overload,
+)
 
 from ._codec import decode_checkpoint
 from ._core import RunCore, SavePlan
@@ -33,10 +45,45 @@ from .storage._programs import Call
 from .storage._urls import parse_target
 
 if TYPE_CHECKING:
+    from ._manager import CheckpointManager
+    from ._sync import SyncCheckpointManager
     from .storage.sql import Store
 
+P_ = ParamSpec("P_")
 R = TypeVar("R")
 Program = Generator[Call[Any], Any, R]
+ProgramFn = Callable[..., "Program[Any] | None"]
+
+
+class op(Generic[P_, R]):
+    """Declares, once, a manager method that runs a program.
+
+    Each twin turns every declared op into its own kind of method when it is
+    defined (``ManagerBase.__init_subclass__`` calls the twin's ``_method``):
+    a plain function for the sync twin, a coroutine function for the async one.
+    The overloads tell type checkers what each twin's method looks like.
+    """
+
+    def __init__(self, program: Callable[Concatenate[ManagerBase, P_], Program[R] | None]) -> None:
+        self.program = program
+
+    def __set_name__(self, owner: type[ManagerBase], name: str) -> None:
+        owner._OPS[name] = self.program
+
+    @overload
+    def __get__(self, obj: None, owner: type[Any]) -> Self: ...
+    @overload
+    def __get__(self, obj: SyncCheckpointManager, owner: type[Any]) -> Callable[P_, R]: ...
+    @overload
+    def __get__(
+        self, obj: CheckpointManager, owner: type[Any]
+    ) -> Callable[P_, Coroutine[Any, Any, R]]: ...
+    def __get__(self, obj: object, owner: type[Any]) -> Any:
+        if obj is None:
+            return self
+        raise TypeError(f"{type(obj).__name__} is not a manager twin: use CheckpointManager "
+                        "or SyncCheckpointManager")  # fmt: skip
+
 
 DEFAULT_STORE = "pitstop.db"
 """SQLite file (relative to the working directory) used when no store is given."""
@@ -76,6 +123,20 @@ class ManagerBase:
         ValueError / TypeError: a bad run id (empty, NUL, lone surrogate), a store
             target that looks like a URL but does not parse, bad metadata.
     """
+
+    _OPS: ClassVar[dict[str, ProgramFn]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name, program in ManagerBase._OPS.items():
+            method = functools.wraps(program)(cls._method(program))
+            method.__name__, method.__qualname__ = name, f"{cls.__qualname__}.{name}"
+            setattr(cls, name, method)
+
+    @staticmethod
+    def _method(program: ProgramFn) -> Callable[..., Any]:
+        """The twin's method running ``program`` (defined by each twin)."""
+        raise NotImplementedError
 
     def __init__(
         self,
@@ -217,7 +278,9 @@ class ManagerBase:
             self._emit(PRUNE, seq=info.seq, trigger="retention", removed=saved.removed)
         return info
 
-    def _auto(self, trigger: str, node: str | None = None, label: str | None = None) -> Program[None]:
+    def _auto(
+        self, trigger: str, node: str | None = None, label: str | None = None
+    ) -> Program[None]:
         """A save a policy made due; on_error="log" keeps the run going if it fails."""
         try:
             yield from self._save(trigger, label, node, None)
@@ -247,7 +310,9 @@ class ManagerBase:
         """
         return self._load(_seq(seq), adopt=True, outputs=True)
 
-    def _load_checkpoint(self, seq: int | None = None, *, outputs: bool = True) -> Program[Checkpoint]:
+    def _load_checkpoint(
+        self, seq: int | None = None, *, outputs: bool = True
+    ) -> Program[Checkpoint]:
         """Load and verify a checkpoint without adopting it (inspection; writes nothing).
 
         With ``outputs=False`` node outputs and the state come back as ``Undecoded``
@@ -322,7 +387,9 @@ class ManagerBase:
 
     # -- hooks ---------------------------------------------------------------
 
-    def _on_run_start(self, *, graph: Mapping[str, Collection[str]] | None = None) -> Program[None] | None:
+    def _on_run_start(
+        self, *, graph: Mapping[str, Collection[str]] | None = None
+    ) -> Program[None] | None:
         """Before the first node runs; graph maps node -> dependencies. Raises GraphMismatch."""
         if not self.enabled:
             return None
@@ -374,7 +441,9 @@ class ManagerBase:
             return self._auto("pause", label=reason)
         return self._set_status() if self._core.has_row else None
 
-    def _on_run_end(self, *, success: bool, error: BaseException | None = None) -> Program[None] | None:
+    def _on_run_end(
+        self, *, success: bool, error: BaseException | None = None
+    ) -> Program[None] | None:
         """After the last node: records success or failure (and its error).
 
         Failure saves if policy.on_failure. A checkpoint failure never replaces
@@ -397,13 +466,26 @@ class ManagerBase:
 
     def _delete_finished(self) -> Program[None]:
         yield from self._set_status()
-        try:
+        with contextlib.suppress(CheckpointNotFound):  # nothing left to delete
             yield from self._delete()
-        except CheckpointNotFound:
-            pass
 
     def _shielding(self, prog: Program[None], error: BaseException) -> Program[None]:
         try:
             yield from prog
         except PitstopError as exc:
             error.add_note(f"pitstop: the checkpoint at run end failed too: {exc!r}")
+
+    save_checkpoint = op(_save_checkpoint)
+    restore_checkpoint = op(_restore_checkpoint)
+    load_checkpoint = op(_load_checkpoint)
+    can_resume = op(_can_resume)
+    run_info = op(_run_info)
+    list_checkpoints = op(_list_checkpoints)
+    delete = op(_delete)
+    prune = op(_prune)
+    on_run_start = op(_on_run_start)
+    on_node_start = op(_on_node_start)
+    on_node_finish = op(_on_node_finish)
+    on_node_error = op(_on_node_error)
+    on_run_pause = op(_on_run_pause)
+    on_run_end = op(_on_run_end)

@@ -48,7 +48,9 @@ def _describe(exc: BaseException) -> str:
 
 
 @contextmanager
-def wrap_errors(call: Call[Any], where: str, integrity: tuple[type[BaseException], ...]) -> Iterator[None]:
+def wrap_errors(
+    call: Call[Any], where: str, integrity: tuple[type[BaseException], ...]
+) -> Iterator[None]:
     """Backend failures become StoreError naming the operation; pitstop errors pass."""
     try:
         yield
@@ -244,16 +246,16 @@ class PostgresBackend:
                 conn = self._connect()
             ok = False
             try:
-                with wrap_errors(call, self.where, (psycopg.IntegrityError,)):
-                    with conn.transaction():
-                        cur = conn.cursor()
-                        if not call.write:
-                            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                        result = drive(cur, POSTGRES, call.program(*call.args))
+                errors = wrap_errors(call, self.where, (psycopg.IntegrityError,))
+                with errors, conn.transaction():
+                    cur = conn.cursor()
+                    if not call.write:
+                        cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    result = drive(cur, POSTGRES, call.program(*call.args))
                 ok = True
                 return result
             finally:
-                if ok or not conn.closed and conn.info.transaction_status == 0:
+                if ok or (not conn.closed and conn.info.transaction_status == 0):
                     self._idle.put(conn)
                 else:
                     self._discard(conn)

@@ -58,7 +58,9 @@ def _v1_record_ok(r: CheckpointRecord, old_checksum: str) -> bool:
 
 
 def convert_run(cur: Cursor, dialect: Dialect, run_id: str, now: float) -> None:
-    q = lambda sql: _param(dialect, sql)  # noqa: E731
+    def q(sql: str) -> str:
+        return _param(dialect, sql)
+
     cur.execute(q("SELECT node_id, seq, status, attempt, error, started_at, finished_at, deps, "
                   "serializer, output, checksum FROM pitstop_node_states WHERE run_id = ? "
                   "ORDER BY seq"), (run_id,))  # fmt: skip
@@ -72,7 +74,8 @@ def convert_run(cur: Cursor, dialect: Dialect, run_id: str, now: float) -> None:
         row = NodeRow(n[0], n[2], n[3], n[4], n[5], n[6], deps, n[8], output, n[10], n[1])
         fresh = node_checksum(run_id, row.seq, row) if _v1_node_ok(row) else _BAD
         cur.execute(q("UPDATE pitstop_node_states SET checksum = ? WHERE run_id = ? "
-                      "AND node_id = ? AND seq = ?"), (fresh, run_id, row.node_id, row.seq))  # fmt: skip
+                      "AND node_id = ? AND seq = ?"),
+                    (fresh, run_id, row.node_id, row.seq))  # fmt: skip
         by_seq.setdefault(row.seq, []).append(NodeRow(**{**_fields(row), "checksum": fresh}))
     cur.execute(q("SELECT seq, created_at, trigger, label, node, serializer, metadata, state, "
                   "size, nodes_written, checksum, parent_seq FROM pitstop_checkpoints "

@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Literal
 
 from sqlalchemy import BigInteger, Column, Index, LargeBinary, MetaData, Table, Text
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.orm import registry
 from sqlalchemy.schema import CreateIndex, CreateTable
 from sqlmodel import Field, SQLModel
@@ -102,7 +103,7 @@ TABLES: dict[str, Table] = dict(METADATA.tables)
 
 def ddl(dialect: Literal["sqlite", "postgresql"], *names: str) -> list[str]:
     """CREATE TABLE / CREATE INDEX statements for the named tables (all when none)."""
-    d = sqlite.dialect() if dialect == "sqlite" else postgresql.dialect()
+    d = SQLiteDialect_pysqlite() if dialect == "sqlite" else PGDialect_psycopg()  # type: ignore[no-untyped-call]
     out = []
     for table in METADATA.sorted_tables:
         if names and table.name not in names:

@@ -52,8 +52,7 @@ _TEMPLATES = {
     "node_insert": f"INSERT INTO {NODES} (run_id, {_N}) VALUES ({_marks(12)})",
     "cp_latest": f"SELECT {_H}, state FROM {CHECKPOINTS} WHERE run_id = ? AND retired = 0 "
     "ORDER BY seq DESC LIMIT 1",
-    "cp_at": f"SELECT {_H}, state FROM {CHECKPOINTS} WHERE run_id = ? AND seq = ? "
-    "AND retired = 0",
+    "cp_at": f"SELECT {_H}, state FROM {CHECKPOINTS} WHERE run_id = ? AND seq = ? AND retired = 0",
     "cp_links": f"SELECT seq, parent_seq FROM {CHECKPOINTS} WHERE run_id = ? "
     "AND seq >= ? AND seq <= ?",
     "nodes_range": f"SELECT {_N} FROM {NODES} WHERE run_id = ? AND seq >= ? AND seq <= ?",

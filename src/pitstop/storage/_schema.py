@@ -28,7 +28,9 @@ def _param(dialect: Dialect, sql: str) -> str:
 def read_version(cur: Cursor, dialect: Dialect) -> int | None:
     """The schema version, or None when the database has no pitstop tables."""
     if dialect == "sqlite":
-        cur.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'pitstop_schema'")
+        cur.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'pitstop_schema'"
+        )
     else:
         cur.execute("SELECT to_regclass('pitstop_schema')")
     found = cur.fetchone()
@@ -79,8 +81,12 @@ def _v1_to_v2(cur: Cursor, dialect: Dialect) -> None:
     from . import _models
     from ._migrate_v1 import convert_run
 
-    for col, sql_type, default in (("root_seq", "INTEGER", "0"), ("node_count", "INTEGER", "0"),
-                                   ("manifest", "VARCHAR", "''"), ("retired", "INTEGER", "0")):
+    for col, sql_type, default in (
+        ("root_seq", "INTEGER", "0"),
+        ("node_count", "INTEGER", "0"),
+        ("manifest", "VARCHAR", "''"),
+        ("retired", "INTEGER", "0"),
+    ):
         cur.execute(f"ALTER TABLE pitstop_checkpoints ADD COLUMN {col} {sql_type} "
                     f"NOT NULL DEFAULT {default}")  # fmt: skip
     for stmt in _models.ddl(dialect, "pitstop_runs"):

@@ -103,6 +103,7 @@ class Store:
     ) -> None:
         self.close()
 
+
 class SqlStore(Store):
     """Checkpoints in a SQLite file (stdlib sqlite3) or PostgreSQL (psycopg)."""
 
