@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
+from ._context import AsyncClosing
 from ._errors import EventLoopMismatch
 from ._ops import DEFAULT_STORE, ManagerBase, Program, ProgramFn
 
@@ -35,7 +35,7 @@ async def _settle(future: asyncio.Future[Any]) -> tuple[Any, BaseException | Non
     return (None, exc) if exc is not None else (future.result(), None)
 
 
-class CheckpointManager(ManagerBase):
+class CheckpointManager(ManagerBase, AsyncClosing):
     """Checkpoints for one run of an async runner, saved only when ``save_checkpoint``
     is called (by you or by a policy in a hook).
 
@@ -103,14 +103,3 @@ class CheckpointManager(ManagerBase):
     async def aclose(self) -> None:
         """Close the store if the manager opened it; a Store you passed stays open."""
         self._release_store()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
+from ._context import Closing
 from ._ops import ManagerBase, Program, ProgramFn
 
 R = TypeVar("R")
 
 
-class SyncCheckpointManager(ManagerBase):
+class SyncCheckpointManager(ManagerBase, Closing):
     """Checkpoints for one run of a sync runner; the same methods as ``CheckpointManager``.
 
     Use it as ``with SyncCheckpointManager(...) as mgr:`` (or call ``close()``).
@@ -57,14 +57,3 @@ class SyncCheckpointManager(ManagerBase):
         """Close the store if the manager opened it; a Store you passed stays open."""
         with self._io:
             self._release_store()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

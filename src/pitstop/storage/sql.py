@@ -7,9 +7,9 @@ import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self, TypeVar
 
+from .._context import AsyncClosing, Closing
 from ._backends import Backend, Durability, PostgresBackend, SqliteBackend
 from ._programs import Call
 from ._urls import parse_target
@@ -17,7 +17,7 @@ from ._urls import parse_target
 R = TypeVar("R")
 
 
-class Store:
+class Store(Closing, AsyncClosing):
     """Where checkpoints live; one object serves the sync and the async manager.
 
     Use it as ``with store:`` or ``async with store:`` (or call ``open()`` and
@@ -79,28 +79,10 @@ class Store:
                 self._executor = ThreadPoolExecutor(workers, thread_name_prefix="pitstop-store")
             return self._executor
 
-    def __enter__(self) -> Self:
-        self.open()
-        return self
+    _entered = open
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Self:
-        self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def aclose(self) -> None:
+        """``close()`` for ``async with``."""
         self.close()
 
 
