@@ -43,8 +43,7 @@ class CheckpointManager(ManagerBase, AsyncClosing):
     Saves, restores, deletes and prunes of one manager run one at a time.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def _setup(self) -> None:
         self._lock: asyncio.Lock | None = None
         self._lock_loop: asyncio.AbstractEventLoop | None = None
 

@@ -151,7 +151,8 @@ class ManagerBase:
     ) -> None:
         self.enabled = bool(enabled)
         serializer = serializer or JsonSerializer()
-        self._core = RunCore(run_id or uuid.uuid4().hex, serializer, policy or CheckpointPolicy(),
+        self._core = RunCore(uuid.uuid4().hex if run_id is None else run_id, serializer,
+                             policy or CheckpointPolicy(),
                              metadata or {})  # fmt: skip
         self._observers = list(observers)
         self._serializers: dict[str, Serializer] = {"json": JsonSerializer()}
@@ -164,6 +165,10 @@ class ManagerBase:
         else:
             self._store = store
         self._owns_store = self._target is not None
+        self._setup()
+
+    def _setup(self) -> None:
+        """The twin's own state (its writer lock)."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(run_id={self.run_id!r}, enabled={self.enabled})"

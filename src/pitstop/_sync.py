@@ -25,8 +25,7 @@ class SyncCheckpointManager(ManagerBase, Closing):
     prunes of one manager run one at a time.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def _setup(self) -> None:
         self._io = threading.RLock()
 
     @staticmethod

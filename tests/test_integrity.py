@@ -1,0 +1,116 @@
+"""Damage is caught on restore: checksums over canonical bytes (run id and seq
+included) and a manifest of each checkpoint's node set. Older checkpoints stay
+loadable. Runs on a real SQLite file and a real PostgreSQL database."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import pytest
+
+from pitstop import CheckpointPolicy, CorruptCheckpoint, StoreError, SyncCheckpointManager
+from pitstop._codec import decode_checkpoint, node_checksum, verify
+from pitstop._records import NodeRow
+from pitstop.storage import _programs as P
+from pitstop.storage._programs import Call
+
+Exec = Callable[[str], None]
+
+
+def raw_sql(target: str) -> Exec:
+    def run(sql: str) -> None:
+        if target.startswith("postgresql"):
+            with psycopg.connect(target, autocommit=True) as conn:
+                conn.execute(sql.encode())
+        else:
+            lite = sqlite3.connect(target)
+            with lite:
+                lite.execute(sql)
+            lite.close()
+
+    return run
+
+
+def three_saves(target: str) -> None:
+    policy = CheckpointPolicy(every_n_nodes=1)
+    with SyncCheckpointManager("r", store=target, enabled=True, policy=policy) as m:
+        for n in "abc":
+            m.on_node_start(node_id=n)
+            m.on_node_finish(node_id=n, output={"n": n})
+
+
+def load(target: str, seq: int | None = None) -> Any:
+    with SyncCheckpointManager("r", store=target, enabled=True) as m:
+        return m.load_checkpoint(seq)
+
+
+DAMAGE = {
+    "output bit flip": 'UPDATE pitstop_node_states SET output = CAST(\'{"n":"X"}\' AS {blob}) '
+    "WHERE node_id = 'c'",
+    "finished_at changed": "UPDATE pitstop_node_states SET finished_at = finished_at + 1 "
+    "WHERE node_id = 'c'",
+    "attempt changed": "UPDATE pitstop_node_states SET attempt = 7 WHERE node_id = 'c'",
+    "row moved to another seq": "UPDATE pitstop_node_states SET seq = 2 WHERE node_id = 'c'",
+    "row deleted": "DELETE FROM pitstop_node_states WHERE node_id = 'c'",
+    "row of another run": "UPDATE pitstop_node_states SET run_id = 'zz' WHERE node_id = 'c'",
+    "header created_at": "UPDATE pitstop_checkpoints SET created_at = created_at + 1 WHERE seq = 3",
+    "header metadata": "UPDATE pitstop_checkpoints SET metadata = CAST('{\"x\":1}' AS {blob}) "
+    "WHERE seq = 3",
+    "manifest": "UPDATE pitstop_checkpoints SET node_count = 2 WHERE seq = 3",
+    "lineage": "UPDATE pitstop_checkpoints SET parent_seq = 1 WHERE seq = 3",
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_damage_to_the_latest_is_caught_and_older_still_load(store_url: str, damage: str) -> None:
+    three_saves(store_url)
+    blob = "bytea" if store_url.startswith("postgresql") else "BLOB"
+    raw_sql(store_url)(DAMAGE[damage].replace("{blob}", blob))
+    with pytest.raises(CorruptCheckpoint) as err:
+        load(store_url)
+    assert (err.value.run_id, err.value.seq) == ("r", 3)
+    assert set(load(store_url, 1).completed) == {"a"}
+
+
+def test_dropped_node_table_is_an_error_not_an_empty_run(store_url: str) -> None:
+    three_saves(store_url)
+    raw_sql(store_url)("DROP TABLE pitstop_node_states")
+    with pytest.raises(StoreError):
+        load(store_url)
+
+
+def test_returned_seq_must_be_the_asked_one() -> None:
+    with SyncCheckpointManager("r", store=_memory(), enabled=True) as m:
+        m.on_node_start(node_id="a")
+        m.on_node_finish(node_id="a", output=1)
+        m.save_checkpoint()
+        m.save_checkpoint()
+        loaded = m._get_store().execute(Call(P.load, ("r", 2), False))
+        verify(loaded.record, loaded.rows, 2)
+        with pytest.raises(CorruptCheckpoint, match="returned seq 2 for seq 1"):
+            decode_checkpoint(loaded.record, loaded.rows, {}, asked=1)
+        m._release_store()
+
+
+def test_checksum_covers_every_field() -> None:
+    row = NodeRow("a", "completed", 1, None, 1.0, 2.0, ("x",), "json", b"1")
+    base = node_checksum("r", 3, row)
+    assert node_checksum("r", 4, row) != base
+    assert node_checksum("s", 3, row) != base
+    changes: dict[str, Any] = {"node_id": "b", "status": "running", "attempt": 2, "error": "e",
+                               "started_at": 1.5, "finished_at": 2.5, "deps": ("y",),
+                               "serializer": "pickle", "output": b"2"}  # fmt: skip
+    for name, value in changes.items():
+        assert node_checksum("r", 3, dataclasses.replace(row, **{name: value})) != base, name
+    # the same value as int or float hashes the same (a REAL column gives floats back)
+    assert node_checksum("r", 3, dataclasses.replace(row, started_at=1)) == base
+
+
+def _memory() -> Any:
+    from pitstop import MemoryStore
+
+    return MemoryStore()

@@ -1,0 +1,284 @@
+"""SqlStore / MemoryStore: targets, read-only opens, locks, schema versions,
+the schema-1 migration, durability, and what importing pitstop loads."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pitstop import (
+    CheckpointManager,
+    CheckpointPolicy,
+    MemoryStore,
+    SchemaVersionError,
+    SqlStore,
+    StoreError,
+    SyncCheckpointManager,
+)
+from pitstop.storage import _models, _queries
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "",
+        "   ",
+        "sqlite:/x.db",
+        "sqlite://x.db",
+        "postgresql:/postgres@127.0.0.1:5432/test",
+        "postgres//127.0.0.1/test",
+        "mysql://root@localhost/db",
+        ":memory:",
+    ],
+)
+def test_store_typos_raise_instead_of_making_files(
+    target: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError):
+        SqlStore(target)
+    with pytest.raises(ValueError):
+        SyncCheckpointManager("r", store=target, enabled=True)
+    with pytest.raises(ValueError):
+        CheckpointManager("r", store=target, enabled=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("target", "where"),
+    [("x.db", "x.db"), ("sqlite:///x.db", "x.db"), ("sub/y.db", "sub/y.db")],
+)
+def test_good_targets(
+    target: str, where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with SyncCheckpointManager("r", store=target, enabled=True) as m:
+        m.save_checkpoint()
+    assert (tmp_path / where).is_file()
+
+
+def test_run_ids_are_checked_at_construction() -> None:
+    for bad in ("", "a\x00b", "lone \ud800"):
+        with pytest.raises(ValueError):
+            SyncCheckpointManager(bad)
+    with pytest.raises(TypeError):
+        SyncCheckpointManager(7)  # type: ignore[arg-type]
+
+
+def test_disabled_manager_creates_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with SyncCheckpointManager("r") as m:
+        assert m.can_resume() is False
+        m.on_run_start(graph={"a": []})
+        m.on_node_start(node_id="a")
+        m.on_node_finish(node_id="a", output=1)
+        m.on_run_end(success=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_import_and_disabled_manager_load_no_database_modules() -> None:
+    code = (
+        "import sys, pitstop\n"
+        "m = pitstop.SyncCheckpointManager('r')\n"
+        "a = pitstop.CheckpointManager('r')\n"
+        "m.on_run_start(graph={'a': []}); m.on_node_start(node_id='a')\n"
+        "m.on_node_finish(node_id='a', output=[1]); m.on_run_end(success=True)\n"
+        "bad = sorted(n for n in sys.modules if n.split('.')[0] in "
+        "('sqlalchemy', 'sqlmodel', 'pydantic', 'pydantic_core', 'sqlite3', '_sqlite3', "
+        "'psycopg', 'asyncpg', 'aiosqlite'))\n"
+        "print(bad)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_statements_name_only_model_columns() -> None:
+    tables = {name: set(t.c.keys()) for name, t in _models.TABLES.items()}
+    assert set(_queries.RUN_COLS) <= tables[_queries.RUNS]
+    assert set(_queries.HEADER_COLS) | {"state", "retired"} <= tables[_queries.CHECKPOINTS]
+    assert set(_queries.NODE_COLS) | {"run_id"} <= tables[_queries.NODES]
+
+
+def _sqlite_tables(path: Path) -> list[str]:
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")
+        return [r[0] for r in rows]
+
+
+def _journal(path: Path) -> str:
+    conn = sqlite3.connect(path)
+    try:
+        return str(conn.execute("PRAGMA journal_mode").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_readonly_open_of_a_foreign_file_changes_nothing(tmp_path: Path) -> None:
+    app = tmp_path / "app.db"
+    with sqlite3.connect(app) as conn:
+        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY)")
+    conn.close()
+    before = app.read_bytes()
+    store = SqlStore(app, readonly=True)
+    with pytest.raises(StoreError, match="no pitstop tables"):
+        store.open()
+    assert app.read_bytes() == before
+    assert _sqlite_tables(app) == ["users"] and _journal(app) == "delete"
+
+
+def test_readonly_open_of_a_missing_file_creates_nothing(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="no SQLite file"):
+        SqlStore(tmp_path / "nope.db", readonly=True).open()
+    assert list(tmp_path.iterdir()) == []
+
+
+def _write_run(path: Path) -> None:
+    with SyncCheckpointManager(
+        "r", store=path, enabled=True, policy=CheckpointPolicy(every_n_nodes=1)
+    ) as m:
+        for n in "ab":
+            m.on_node_start(node_id=n)
+            m.on_node_finish(node_id=n, output=n)
+
+
+def test_readonly_store_reads_a_read_only_file(tmp_path: Path) -> None:
+    db = tmp_path / "p.db"
+    _write_run(db)
+    db.chmod(0o444)
+    try:
+        with SqlStore(db, readonly=True) as store:
+            m = SyncCheckpointManager("r", store=store, enabled=True)
+            assert m.load_checkpoint().completed == {"a": "a", "b": "b"}
+            with pytest.raises(StoreError, match="read-only"):
+                m.save_checkpoint()
+    finally:
+        db.chmod(0o644)
+
+
+def test_opening_and_reading_never_wait_for_a_writer(tmp_path: Path) -> None:
+    """Another process's open write transaction blocks neither open, list nor restore."""
+    db = tmp_path / "p.db"
+    _write_run(db)
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sqlite3, sys, time\n"
+         f"c = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
+         "c.execute('BEGIN IMMEDIATE')\n"
+         "c.execute(\"UPDATE pitstop_runs SET error = 'x'\")\n"
+         "print('locked', flush=True); time.sleep(30)\n"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        started = time.monotonic()
+        with SyncCheckpointManager("r", store=db, enabled=True) as m:
+            assert [i.seq for i in m.list_checkpoints()] == [1, 2]
+            assert m.restore_checkpoint().completed == {"a": "a", "b": "b"}
+            assert m.can_resume() is True
+        assert time.monotonic() - started < 2.0
+    finally:
+        holder.kill()
+        holder.communicate()
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "p.db"
+    _write_run(db)
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE pitstop_schema SET version = 99")
+    conn.close()
+    with pytest.raises(SchemaVersionError) as err:
+        SqlStore(db).open()
+    assert (err.value.found, err.value.supported) == (99, 2)
+
+
+def _v1_database(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.executescript((DATA / "v1_store.sql").read_text())
+    conn.close()
+
+
+def test_schema_1_database_migrates_and_restores(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    _v1_database(db)
+    with pytest.raises(StoreError, match="schema 1"):
+        SqlStore(db, readonly=True).open()  # a read-only open never migrates
+    with SyncCheckpointManager("etl", store=db, enabled=True) as m:
+        assert m.can_resume() is True
+        cp = m.restore_checkpoint()
+        assert cp.completed == {
+            "a": {"node": "a", "rows": [1, 2, 3]},
+            "b": {"node": "b", "rows": [1, 2, 3]},
+        }
+        assert cp.interrupted == ("c",) and cp.state == {"cursor": 7}
+        assert cp.metadata == {"v": 1} and cp.info.label == "mid-c"
+        assert set(m.load_checkpoint(1).completed) == {"a"}
+        assert [i.parent_seq for i in m.list_checkpoints()] == [None, 1, 2]
+        m.on_node_start(node_id="c")
+        m.on_node_finish(node_id="c", output="done")
+        assert m.save_checkpoint().seq == 4
+        assert set(m.load_checkpoint().completed) == {"a", "b", "c"}
+    with SyncCheckpointManager("other", store=db, enabled=True) as m:
+        node = m.restore_checkpoint().nodes["x"]
+        assert node.output == [1.5, "two"] and node.started_at == 1700000000.25
+
+
+def test_migration_keeps_damage_damaged(tmp_path: Path) -> None:
+    from pitstop import CorruptCheckpoint
+
+    db = tmp_path / "old.db"
+    _v1_database(db)
+    with sqlite3.connect(db) as conn:  # flip a byte of a schema-1 output before migrating
+        conn.execute("UPDATE pitstop_node_states SET output = CAST('{\"node\":\"X\"}' AS BLOB) "
+                     "WHERE run_id = 'etl' AND node_id = 'a'")  # fmt: skip
+    conn.close()
+    with (
+        SyncCheckpointManager("etl", store=db, enabled=True) as m,
+        pytest.raises(CorruptCheckpoint),
+    ):
+        m.restore_checkpoint()
+    with SyncCheckpointManager("other", store=db, enabled=True) as m:
+        assert m.restore_checkpoint().completed == {"x": [1.5, "two"]}
+
+
+def test_durability_settings(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        SqlStore(tmp_path / "a.db", durability="off")  # type: ignore[arg-type]
+    for mode, expected in (("full", 2), ("normal", 1)):
+        with SqlStore(tmp_path / f"{mode}.db", durability=mode) as store:  # type: ignore[arg-type]
+            conn = store._backend._conn  # type: ignore[union-attr]
+            assert conn is not None
+            assert conn.execute("PRAGMA synchronous").fetchone()[0] == expected
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_unclosed_sql_store_warns(tmp_path: Path) -> None:
+    store = SqlStore(tmp_path / "a.db")
+    store.open()
+    with pytest.warns(ResourceWarning, match="unclosed"):
+        del store
+        import gc
+
+        gc.collect()
+
+
+def test_memory_store_is_private_to_each_instance() -> None:
+    with MemoryStore() as one, MemoryStore() as two:
+        SyncCheckpointManager("r", store=one, enabled=True).save_checkpoint()
+        assert SyncCheckpointManager("r", store=two, enabled=True).can_resume() is False
+        assert SyncCheckpointManager("r", store=one, enabled=True).can_resume() is True
+
+
+@pytest.mark.postgres
+def test_postgres_schema_is_created_once_and_survives_reopen(pg_db: str) -> None:
+    with SyncCheckpointManager("r", store=pg_db, enabled=True) as m:
+        m.save_checkpoint()
+    with SqlStore(pg_db, readonly=True) as store:
+        assert SyncCheckpointManager("r", store=store, enabled=True).load_checkpoint().seq == 1

@@ -1,0 +1,153 @@
+"""What differs between the twins: threads and event loops, the per-manager
+writer queue, and that hooks without a due save touch neither."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+from twins import MakeTwin
+
+from pitstop import (
+    CheckpointManager,
+    CheckpointPolicy,
+    StaleBaseError,
+    Store,
+    SyncCheckpointManager,
+)
+
+
+def test_sync_twin_from_many_threads(store: Store) -> None:
+    policy = CheckpointPolicy(every_n_nodes=5)
+    with SyncCheckpointManager("r", store=store, enabled=True, policy=policy) as m:
+
+        def work(worker: int) -> None:
+            for i in range(25):
+                node = f"w{worker}-{i}"
+                m.on_node_start(node_id=node)
+                m.on_node_finish(node_id=node, output=[worker, i])
+
+        threads = [threading.Thread(target=work, args=(w,)) for w in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        m.save_checkpoint()
+        cp = m.load_checkpoint()
+        assert len(cp.completed) == 200 and cp.completed["w3-7"] == [3, 7]
+        infos = m.list_checkpoints()
+        assert [i.seq for i in infos] == list(range(1, len(infos) + 1))
+        assert len(infos) >= 40  # every 5th node saved, none lost to a race
+
+
+async def test_sync_twin_inside_a_running_loop(tmp_path: Path) -> None:
+    """A sync runner called from async code (or Jupyter): no await, no new loop."""
+    loop = asyncio.get_running_loop()
+    with SyncCheckpointManager("r", store=tmp_path / "p.db", enabled=True) as m:
+        m.on_node_start(node_id="a")
+        m.on_node_finish(node_id="a", output=1)
+        assert m.save_checkpoint().seq == 1
+        assert m.restore_checkpoint().completed == {"a": 1}
+    assert asyncio.get_running_loop() is loop
+
+
+def test_sync_twin_needs_no_event_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object) -> None:
+        raise AssertionError("the sync twin created an event loop")
+
+    monkeypatch.setattr(asyncio, "new_event_loop", refuse)
+    monkeypatch.setattr(asyncio, "run", refuse)
+    with SyncCheckpointManager("r", store=tmp_path / "p.db", enabled=True) as m:
+        m.on_node_start(node_id="a")
+        m.on_node_finish(node_id="a", output=1)
+        m.save_checkpoint()
+        assert m.restore_checkpoint().completed == {"a": 1}
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_async_twin_across_event_loops(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """``asyncio.run`` per hook (a sync runner wrapping the async twin) works."""
+    target = str(tmp_path / "p.db") if backend == "sqlite" else request.getfixturevalue("pg_db")
+    m = CheckpointManager("r", store=target, enabled=True, policy=CheckpointPolicy(every_n_nodes=1))
+    for n in "abc":
+        asyncio.run(m.on_node_start(node_id=n))
+        asyncio.run(m.on_node_finish(node_id=n, output=n))
+    cp = asyncio.run(m.restore_checkpoint())
+    assert cp.completed == {"a": "a", "b": "b", "c": "c"} and cp.seq == 3
+    asyncio.run(m.aclose())
+
+
+def store_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("pitstop")]
+
+
+async def test_hooks_without_a_save_start_no_thread(tmp_path: Path) -> None:
+    async with CheckpointManager("r", store=tmp_path / "p.db", enabled=True) as m:
+        await m.on_run_start(graph={"a": [], "b": ["a"]})
+        for n in "ab":
+            await m.on_node_start(node_id=n)
+            await m.on_node_finish(node_id=n, output=n)
+        assert m._store is None and store_threads() == []
+        await m.save_checkpoint()
+        assert len(store_threads()) == 1
+
+
+async def test_concurrent_saves_queue_up(store: Store, twin: MakeTwin) -> None:
+    """One writer queue per manager: concurrent saves and restores never race."""
+    m = twin("r", store=store)
+    for i in range(10):
+        await m.on_node_start(node_id=f"n{i}")
+        await m.on_node_finish(node_id=f"n{i}", output=i)
+    if m.is_sync:
+        results: list[object] = []
+
+        def save() -> None:
+            results.append(m.m.save_checkpoint())
+
+        threads = [threading.Thread(target=save) for _ in range(8)]
+        threads += [threading.Thread(target=m.m.restore_checkpoint) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(results) == 8
+    else:
+        saves = [m.save_checkpoint() for _ in range(8)]
+        infos = await asyncio.gather(*saves)
+        assert sorted(i.seq for i in infos) == list(range(1, 9))
+        await asyncio.gather(m.restore_checkpoint(), m.save_checkpoint(), m.restore_checkpoint())
+    info = await m.save_checkpoint()  # the bookkeeping agrees with the store: no StaleBaseError
+    assert len((await m.load_checkpoint(info.seq)).completed) == 10
+
+
+async def test_failed_save_keeps_changes_pending(tmp_path: Path, twin: MakeTwin) -> None:
+    db = tmp_path / "p.db"
+    m = twin("r", store=db)
+    await m.on_node_start(node_id="a")
+    await m.on_node_finish(node_id="a", output=1)
+    await m.save_checkpoint()
+    await m.on_node_start(node_id="b")
+    await m.on_node_finish(node_id="b", output=2)
+    # A foreign writer takes seq 2 behind pitstop's back: the save fails...
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("INSERT INTO pitstop_checkpoints SELECT run_id, 2, parent_seq, created_at, "
+                     "trigger, label, node, schema_version, serializer, checksum, size, "
+                     "nodes_written, metadata, state, root_seq, node_count, manifest, retired "
+                     "FROM pitstop_checkpoints WHERE seq = 1")  # fmt: skip
+    with pytest.raises(StaleBaseError):
+        await m.save_checkpoint()
+    with conn:
+        conn.execute("DELETE FROM pitstop_checkpoints WHERE seq = 2")
+    conn.close()
+    # ... and the next one still writes what changed.
+    info = await m.save_checkpoint()
+    assert info.seq == 2 and info.nodes_written == 1
+    assert (await m.load_checkpoint()).completed == {"a": 1, "b": 2}
