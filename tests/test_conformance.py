@@ -349,3 +349,21 @@ async def test_on_error_log_keeps_the_run_going(store: Store, twin: MakeTwin) ->
     await m.save_checkpoint()
     cp = await m.load_checkpoint()
     assert set(cp.completed) == {"a"} and cp.interrupted == ("b",)
+
+
+async def test_strict_arguments(store: Store, twin: MakeTwin) -> None:
+    """Metadata is not coerced (tuples, int keys); seqs and counts are not coerced."""
+    m = twin("r", store=store)
+    for meta in ({"t": (1, 2)}, {1: "x"}, {"e": NodeStatus.COMPLETED}):
+        with pytest.raises(SerializationError, match="metadata"):
+            await m.save_checkpoint(metadata=meta)
+    await m.save_checkpoint()
+    for seq in ("1", True, 1.0):
+        with pytest.raises(TypeError):
+            await m.load_checkpoint(seq)
+    with pytest.raises(ValueError):
+        await m.load_checkpoint(0)
+    for keep in (True, 2.5):
+        with pytest.raises(TypeError):
+            await m.prune(keep)
+    assert [i.seq for i in await m.list_checkpoints()] == [1]

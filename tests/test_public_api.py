@@ -1,5 +1,7 @@
 """The public surface: exactly these names, sorted, all importable."""
 
+import inspect
+
 import pitstop
 
 EXPECTED = {
@@ -12,6 +14,7 @@ EXPECTED = {
     "CheckpointPolicy",
     "CheckpointingDisabled",
     "CorruptCheckpoint",
+    "EventLoopMismatch",
     "GraphMismatch",
     "JsonSerializer",
     "MemoryStore",
@@ -21,6 +24,7 @@ EXPECTED = {
     "PickleSerializer",
     "PitstopError",
     "RunInfo",
+    "RunStatus",
     "RunnerHooks",
     "SchemaVersionError",
     "SerializationError",
@@ -29,6 +33,9 @@ EXPECTED = {
     "StaleBaseError",
     "Store",
     "StoreError",
+    "SyncCheckpointManager",
+    "SyncRunnerHooks",
+    "Undecoded",
     "open_store",
 }
 
@@ -49,13 +56,32 @@ def test_error_tree() -> None:
         "StoreError",
         "GraphMismatch",
         "CheckpointingDisabled",
+        "EventLoopMismatch",
     ):
         assert issubclass(getattr(pitstop, name), pitstop.PitstopError)
     assert issubclass(pitstop.StaleBaseError, pitstop.StoreError)
     assert issubclass(pitstop.CheckpointNotFound, LookupError)
 
 
-def test_memory_store_satisfies_store_protocol() -> None:
-    assert isinstance(pitstop.MemoryStore(), pitstop.Store)
-    mgr = pitstop.CheckpointManager("r")
-    assert isinstance(mgr, pitstop.RunnerHooks)
+def test_stores_and_hook_protocols() -> None:
+    with pitstop.MemoryStore() as store:
+        assert isinstance(store, pitstop.Store)
+    assert isinstance(pitstop.SqlStore("x.db"), pitstop.Store)  # nothing opened, no file
+    assert isinstance(pitstop.CheckpointManager("r"), pitstop.RunnerHooks)
+    assert isinstance(pitstop.SyncCheckpointManager("r"), pitstop.SyncRunnerHooks)
+
+
+def test_twins_have_the_same_methods_with_the_same_docs() -> None:
+    names = [n for n in dir(pitstop.SyncCheckpointManager) if not n.startswith("_")]
+    names.remove("close")  # the async twin closes with `await aclose()`
+    assert callable(pitstop.CheckpointManager.aclose)
+    for name in names:
+        sync, asyn = (
+            getattr(pitstop.SyncCheckpointManager, name),
+            getattr(pitstop.CheckpointManager, name),
+        )
+        assert getattr(sync, "__doc__", None) == getattr(asyn, "__doc__", None), name
+    for name in ("save_checkpoint", "restore_checkpoint", "on_node_finish", "on_run_end"):
+        assert name in names
+        assert inspect.iscoroutinefunction(getattr(pitstop.CheckpointManager, name))
+        assert not inspect.iscoroutinefunction(getattr(pitstop.SyncCheckpointManager, name))

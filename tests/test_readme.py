@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from pitstop import RunStatus, SyncCheckpointManager
+
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 
@@ -27,18 +29,26 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert sh_blocks()[1] in ci_lines
 
 
-def test_readme_python_snippet_runs_and_resumes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_readme_python_snippet_resumes_after_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code = re.findall(r"```python\n(.*?)```", README, flags=re.S)[0]
-    script = tmp_path / "snippet.py"
-    script.write_text(code)
+    work = "def work(node: str, inputs: list[str]) -> str:  # your real work\n"
+    assert work in code
+    crashing = code.replace(work, work + "    if node == 'load':\n        raise OSError('crash')\n")
+    (tmp_path / "crash.py").write_text(crashing)
+    (tmp_path / "snippet.py").write_text(code)
     monkeypatch.chdir(tmp_path)
-    runpy.run_path(str(script), run_name="__main__")
-    assert (tmp_path / "etl.db").exists()
-    runpy.run_path(str(script), run_name="__main__")  # second run resumes: all skipped
-    import sqlite3
-
-    with sqlite3.connect(tmp_path / "etl.db") as db:
-        rows = db.execute("select count(*) from pitstop_checkpoints").fetchone()
-    assert rows[0] == 2  # first run saved after each node; the resumed run ran nothing
+    with pytest.raises(OSError, match="crash"):
+        runpy.run_path(str(tmp_path / "crash.py"), run_name="__main__")
+    runpy.run_path(str(tmp_path / "snippet.py"), run_name="__main__")  # resumes
+    assert capsys.readouterr().out.strip() == "load(transform(extract()))"
+    with SyncCheckpointManager("nightly-etl", store="etl.db", enabled=True) as mgr:
+        run = mgr.run_info()
+        assert run is not None and run.status is RunStatus.SUCCEEDED and run.attempt == 2
+        last = mgr.load_checkpoint()
+        # extract and transform ran once, in the first process; load ran twice
+        assert last.attempts == {"extract": 1, "transform": 1, "load": 2}
+        assert [i.trigger for i in mgr.list_checkpoints()] == [
+            "every_n_nodes", "every_n_nodes", "run_failed", "every_n_nodes"
+        ]  # fmt: skip

@@ -1,0 +1,113 @@
+"""The sans-I/O core on its own: bookkeeping, policy decisions and save plans,
+with no store, no thread and no event loop."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from pitstop import CheckpointPolicy, GraphMismatch, JsonSerializer, SerializationError
+from pitstop._codec import manifest_hex, manifest_term
+from pitstop._core import RunCore
+
+
+def core(**policy: object) -> RunCore:
+    return RunCore("r", JsonSerializer(), CheckpointPolicy(**policy), {"m": 1})  # type: ignore[arg-type]
+
+
+def test_plan_finalize_commit_and_delta() -> None:
+    c = core(every_n_nodes=2)
+    c.run_started({"a": [], "b": ["a"]})
+    c.node_started("a")
+    assert c.node_finished("a", [1]) is None
+    c.node_started("b")
+    assert c.node_finished("b", {"x": 2}) == "every_n_nodes"
+    plan = c.plan("every_n_nodes", None, "b", None)
+    assert plan.snapshot and plan.parent_seq is None and plan.expected_hwm is None
+    record, rows = plan.finalize(1)
+    assert [r.node_id for r in rows] == ["a", "b"] and all(r.seq == 1 for r in rows)
+    assert record.manifest == manifest_hex(sum(manifest_term(r.checksum) for r in rows))
+    c.commit(plan, 1)
+    assert c.dirty == set() and c.hwm == 1
+    c.node_started("a")
+    delta = c.plan("manual", None, None, None)
+    assert not delta.snapshot and delta.parent_seq == 1 and delta.expected_hwm == 1
+    record2, rows2 = delta.finalize(2)
+    assert [r.node_id for r in rows2] == ["a"] and record2.node_count == 2
+
+
+def test_abort_puts_changes_back() -> None:
+    c = core()
+    c.node_finished("a", 1)
+    plan = c.plan("manual", None, None, None)
+    assert c.dirty == set()
+    c.abort(plan)
+    assert c.dirty == {"a"}
+
+
+def test_snapshot_every() -> None:
+    c = core(snapshot_every=2)
+    kinds = []
+    for seq in range(1, 6):
+        c.node_finished(f"n{seq}", seq)
+        plan = c.plan("manual", None, None, None)
+        plan.finalize(seq)
+        c.commit(plan, seq)
+        kinds.append(plan.snapshot)
+    assert kinds == [True, False, True, False, True]
+
+
+def test_output_encoded_at_finish_and_errors_name_the_node() -> None:
+    c = core()
+    value = {"rows": [1]}
+    c.node_finished("a", value)
+    value["rows"].append(2)
+    assert c.rows["a"].output == b'{"rows":[1]}'
+    with pytest.raises(SerializationError) as err:
+        c.node_finished("b", (1, 2))
+    assert err.value.node_id == "b" and "b" not in c.rows
+
+
+def test_graph_mismatch_after_adopt_only() -> None:
+    c = core()
+    c.run_started({"a": []})
+    c.run_started({"a": [], "b": []})  # no restore: the graph may grow
+    c.restored_seq = 1
+    with pytest.raises(GraphMismatch):
+        c.run_started({"a": ["b"], "b": []})
+
+
+def test_hooks_from_threads_lose_nothing() -> None:
+    c = core()
+
+    def work(w: int) -> None:
+        for i in range(200):
+            c.node_started(f"{w}-{i}")
+            c.node_finished(f"{w}-{i}", i)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    plans = []
+    for _ in range(20):
+        plans.append(c.plan("manual", None, None, None))
+    for t in threads:
+        t.join()
+    plans.append(c.plan("manual", None, None, None))
+    written = set()
+    for p in plans:
+        written |= p.changed
+    assert len(written) == 800 and len(c.rows) == 800
+
+
+def test_bad_metadata_and_ids_refused_at_construction() -> None:
+    with pytest.raises(SerializationError):
+        RunCore("r", JsonSerializer(), CheckpointPolicy(), {"t": (1, 2)})
+    with pytest.raises(SerializationError):
+        RunCore("r", JsonSerializer(), CheckpointPolicy(), {1: "x"})  # type: ignore[dict-item]
+    with pytest.raises(ValueError):
+        RunCore("a\x00", JsonSerializer(), CheckpointPolicy(), {})
+    c = core()
+    with pytest.raises(ValueError):
+        c.node_started("")
