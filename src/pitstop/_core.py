@@ -74,20 +74,27 @@ class SavePlan:
     keep_last: int | None
     record: CheckpointRecord | None = None
     terms: dict[str, int] = field(default_factory=dict)
+    """Manifest terms of the rows this save wrote (all nodes for a snapshot)."""
 
     def finalize(self, seq: int) -> tuple[CheckpointRecord, list[NodeRow]]:
         run_id = self.run_id
         rows = []
-        terms = {} if self.snapshot else dict(self.base_terms)
+        # The manifest moves by what changed: O(changed rows), never O(nodes).
+        base = {} if self.snapshot else self.base_terms
+        total = 0 if self.snapshot else self.base_manifest
+        terms = {}
         for row in self.rows:
             row = replace(row, seq=seq, checksum=node_checksum(run_id, seq, row))
-            terms[row.node_id] = manifest_term(row.checksum)
+            term = manifest_term(row.checksum)
+            total += term - base.get(row.node_id, 0)
+            terms[row.node_id] = term
             rows.append(row)
+        count = len(base) + sum(1 for n in terms if n not in base)
         record = CheckpointRecord(
             run_id=run_id, seq=seq, parent_seq=self.parent_seq,
             root_seq=seq if self.snapshot else (self.root_seq or seq),
-            nodes_written=len(rows), node_count=len(terms),
-            manifest=manifest_hex(sum(terms.values())), **self.header,
+            nodes_written=len(rows), node_count=count,
+            manifest=manifest_hex(total), **self.header,
         )  # fmt: skip
         self.record = replace(record, checksum=record_checksum(record))
         self.terms = terms
@@ -314,7 +321,11 @@ class RunCore:
         with self.lock:
             self.base_seq, self.root_seq = record.seq, record.root_seq
             self.since_snapshot = 0 if plan.snapshot else self.since_snapshot + 1
-            self.terms, self.manifest = plan.terms, int(record.manifest, 16)
+            if plan.snapshot:
+                self.terms = plan.terms
+            else:
+                self.terms.update(plan.terms)
+            self.manifest = int(record.manifest, 16)
             self.hwm = hwm
             self.clock.saved()
 
