@@ -90,6 +90,8 @@ def test_import_and_disabled_manager_load_no_database_modules() -> None:
         "a = pitstop.CheckpointManager('r')\n"
         "m.on_run_start(graph={'a': []}); m.on_node_start(node_id='a')\n"
         "m.on_node_finish(node_id='a', output=[1]); m.on_run_end(success=True)\n"
+        "assert m.can_resume() is False\n"
+        "import asyncio; assert asyncio.run(a.can_resume()) is False\n"
         "bad = sorted(n for n in sys.modules if n.split('.')[0] in "
         "('sqlalchemy', 'sqlmodel', 'pydantic', 'pydantic_core', 'sqlite3', '_sqlite3', "
         "'psycopg', 'asyncpg', 'aiosqlite'))\n"
@@ -274,6 +276,24 @@ def test_memory_store_is_private_to_each_instance() -> None:
         SyncCheckpointManager("r", store=one, enabled=True).save_checkpoint()
         assert SyncCheckpointManager("r", store=two, enabled=True).can_resume() is False
         assert SyncCheckpointManager("r", store=one, enabled=True).can_resume() is True
+
+
+@pytest.mark.postgres
+def test_concurrent_first_opens_of_a_fresh_postgres_database(pg_db: str) -> None:
+    code = (
+        "import sys\nfrom pitstop import SyncCheckpointManager\n"
+        "with SyncCheckpointManager(sys.argv[2], store=sys.argv[1], enabled=True) as m:\n"
+        "    m.save_checkpoint()\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, pg_db, f"w{i}"], stderr=subprocess.PIPE)
+        for i in range(6)
+    ]
+    errors = [p.communicate()[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, errors
+    with SqlStore(pg_db, readonly=True) as store:
+        for i in range(6):
+            assert SyncCheckpointManager(f"w{i}", store=store, enabled=True).can_resume()
 
 
 @pytest.mark.postgres

@@ -69,7 +69,6 @@ class CheckpointManager(ManagerBase, AsyncClosing):
         if program is None:
             return None
         async with self._io_lock():
-            store = self._get_store()
             loop = asyncio.get_running_loop()
             result: Any = None
             error: BaseException | None = None
@@ -81,6 +80,7 @@ class CheckpointManager(ManagerBase, AsyncClosing):
                     if cancelled is not None:
                         raise cancelled from None
                     return stop.value  # type: ignore[no-any-return]
+                store = self._get_store()  # not before: a program may need no store
                 if cancelled is not None:  # cancelled during the last call: start no new one
                     result, error = None, cancelled
                     continue

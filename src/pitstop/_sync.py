@@ -39,7 +39,6 @@ class SyncCheckpointManager(ManagerBase, Closing):
         if program is None:
             return None
         with self._io:
-            store = self._get_store()
             result: Any = None
             error: BaseException | None = None
             while True:
@@ -47,6 +46,7 @@ class SyncCheckpointManager(ManagerBase, Closing):
                     call = program.send(result) if error is None else program.throw(error)
                 except StopIteration as stop:
                     return stop.value  # type: ignore[no-any-return]
+                store = self._get_store()  # not before: a program may need no store
                 try:
                     result, error = store.execute(call), None
                 except BaseException as exc:

@@ -32,7 +32,13 @@ def read_version(cur: Cursor, dialect: Dialect) -> int | None:
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'pitstop_schema'"
         )
     else:
-        cur.execute("SELECT to_regclass('pitstop_schema')")
+        # Not to_regclass(): it answers from this backend's catalog cache, which can
+        # still say "missing" after a concurrent first open created the tables.
+        cur.execute(
+            "SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE c.relname = 'pitstop_schema' "
+            "AND n.nspname = current_schema()"
+        )
     found = cur.fetchone()
     if not found or found[0] is None:
         return None
