@@ -13,8 +13,10 @@ calls its hooks only when it is enabled, in one of two guard styles:
   hook-free loop, so it costs exactly what ``run_dag_plain`` costs.
 
 ``run_dag_plain`` is the same runner without any hook code (benchmark baseline).
-When the manager has a checkpoint for its run id, ``run_dag`` resumes it:
-completed nodes are skipped with their restored outputs, every other node runs.
+When the manager's run can be resumed (``can_resume()``: it has a checkpoint and
+did not succeed), ``run_dag`` restores it: completed nodes are skipped with their
+restored outputs, every other node runs. A run that succeeded is not resumed:
+running it again starts it fresh (its checkpoints stay until deleted).
 """
 
 from __future__ import annotations
@@ -138,7 +140,7 @@ async def run_dag(
 
 
 async def _resume(mgr: CheckpointManager) -> tuple[dict[str, Any], int | None]:
-    """Restore the run's latest checkpoint if there is one: (completed outputs, seq)."""
+    """Adopt the latest checkpoint: (completed outputs, seq), or ({}, None) if none to resume."""
     if not await mgr.can_resume():
         return {}, None
     cp = await mgr.restore_checkpoint()

@@ -5,10 +5,16 @@ them round-robin to W worker processes and starts them (``sys.executable``;
 they share nothing but the database URL, like separate machines). Each worker
 runs a small DAG per shard with ``dag_runner`` and a checkpoint after every node.
 With a kill, one worker dies for real (``os._exit``) in the middle of a shard;
-the coordinator reads from PostgreSQL which shards are unfinished and deals
-them to the surviving workers in a new round: the half-done shard resumes from
-its checkpoint and skips the nodes already completed. The final results are
-compared with a clean in-process run (PASS/FAIL, exit code 1 on FAIL).
+the coordinator reads from PostgreSQL which shards' runs did not succeed and
+deals them to the surviving workers in a new round: the half-done shard resumes
+from its checkpoint and skips the nodes already completed. The final results are
+read back from the checkpoints (kept after success) and compared with a clean
+in-process run (PASS/FAIL, exit code 1 on FAIL); then the job's checkpoints are
+deleted unless ``--keep``.
+
+The database URL is a plain ``postgresql://user@host:port/db`` (psycopg 3 runs
+underneath); settings for psycopg.connect go to ``SqlStore(url, **kwargs)``, e.g.
+``SqlStore(url, options="-c search_path=jobs")``.
 
     python examples/pg_workers.py --story          # 2 workers, 4 shards, kill w1 at 'stats'
     python examples/pg_workers.py --workers 3 --shards 6 --kill-worker 2 --kill-at hist --keep
@@ -30,6 +36,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +47,10 @@ from pitstop import (
     CheckpointManager,
     CheckpointNotFound,
     CheckpointPolicy,
+    RunStatus,
     SqlStore,
+    Store,
 )
-from pitstop.storage.base import Store
 
 DEFAULT_URL = os.environ.get("PITSTOP_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 NODES = ("fetch", "clean", "stats", "hist", "report")
@@ -118,20 +126,22 @@ async def run_worker(
     runner_log = logging.getLogger("dag_runner")  # logs "<node>: skipped (restored ...)"
     runner_log.addHandler(handler)
     runner_log.setLevel(logging.INFO)
-    policy = CheckpointPolicy(every_n_nodes=1, preserve=True)  # coordinator cleans up
+    policy = CheckpointPolicy(every_n_nodes=1)  # kept after success: the coordinator reads them
     meta = {"worker": worker, "pid": os.getpid()}
     say(f"w{worker} pid {os.getpid()}: shards {', '.join(shards)}")
     async with SqlStore.from_url(db_url) as store:
         for i, shard in enumerate(shards):
             tag = f"w{worker} {shard}"
             handler.setFormatter(logging.Formatter(f"{tag} %(message)s"))
-            rid = run_id(job_id, shard)
-            latest = await store.latest_seq(rid)
-            say(f"{tag}: " + (f"resuming from checkpoint seq {latest}" if latest else "new"))
             nodes = build_shard(shard, prefixed(tag), kill_at if i == 0 else None)
             async with CheckpointManager(
-                rid, store=store, enabled=True, policy=policy, metadata=meta
+                run_id(job_id, shard), store=store, enabled=True, policy=policy, metadata=meta
             ) as mgr:
+                run = await mgr.run_info()  # None for a shard never started
+                if run is not None and run.can_resume:
+                    say(f"{tag}: resuming from checkpoint seq {run.latest_seq}")
+                else:
+                    say(f"{tag}: new")
                 outputs = await run_dag(nodes, manager=mgr)
             say(f"{tag}: done, sha256 {outputs['report']['sha256']}")
 
@@ -166,26 +176,43 @@ def run_round(
     return done
 
 
-async def shard_state(store: Store, job_id: str, shard: str) -> dict[str, Any]:
-    """Completed node outputs of the shard's latest checkpoint ({} if none)."""
-    mgr = CheckpointManager(run_id(job_id, shard), store=store)
-    if not await mgr.can_resume():
-        return {}
-    return dict((await mgr.restore_checkpoint()).completed)
+@dataclass(frozen=True, slots=True)
+class ShardState:
+    """What PostgreSQL says about one shard's run."""
+
+    succeeded: bool
+    completed: dict[str, Any]
+    """Node outputs of the latest checkpoint ({} if none)."""
 
 
-async def read_db(url: str, job_id: str, shards: list[str]) -> dict[str, dict[str, Any]]:
+def inspector(store: Store, job_id: str, shard: str) -> CheckpointManager:
+    """A manager for reading (or deleting) the shard's run; it runs no node."""
+    return CheckpointManager(run_id(job_id, shard), store=store, enabled=True)
+
+
+async def shard_state(store: Store, job_id: str, shard: str) -> ShardState:
+    # load_checkpoint verifies and decodes without adopting the run, and works on
+    # a succeeded run too (can_resume/restore_checkpoint are for resuming it).
+    mgr = inspector(store, job_id, shard)
+    run = await mgr.run_info()
+    if run is None or run.latest_seq is None:
+        return ShardState(False, {})
+    latest = await mgr.load_checkpoint()
+    return ShardState(run.status is RunStatus.SUCCEEDED, dict(latest.completed))
+
+
+async def read_db(url: str, job_id: str, shards: list[str]) -> dict[str, ShardState]:
     async with SqlStore.from_url(url) as store:
         return {s: await shard_state(store, job_id, s) for s in shards}
 
 
 async def history(url: str, job_id: str, shard: str, delete: list[str]) -> list[CheckpointInfo]:
-    """The shard's checkpoints; then delete the runs of the shards in ``delete``."""
+    """The shard's checkpoints; then delete every checkpoint of the shards in ``delete``."""
     async with SqlStore.from_url(url) as store:
-        infos = await store.list_checkpoints(run_id(job_id, shard))
+        infos = await inspector(store, job_id, shard).list_checkpoints()
         for s in delete:
             with contextlib.suppress(CheckpointNotFound):  # never started
-                await store.delete(run_id(job_id, s))
+                await inspector(store, job_id, s).delete()  # the run's row (its seqs) stays
     return infos
 
 
@@ -224,16 +251,16 @@ def coordinate(args: argparse.Namespace) -> int:
                 checks[f"w{k} was killed mid-shard (exit code {code})"] = code == KILL_EXIT
         state = asyncio.run(read_db(args.db_url, args.job_id, shards))
         if rnd == 1 and held is not None:
-            before = [n for n in NODES if n in state[held]]
+            before = [n for n in NODES if n in state[held].completed]
             say(f"  {held} in PostgreSQL: completed {', '.join(before) or 'nothing'}")
-        todo = [s for s in shards if "report" not in state[s]]
+        todo = [s for s in shards if not state[s].succeeded]
         plan = {k: todo[i :: len(alive)] for i, k in enumerate(alive)} if todo else {}
         plan = {k: s for k, s in plan.items() if s}
         if not plan:
             break
         say(f"  unfinished: {', '.join(todo)}; reassigned to the surviving workers")
     final = asyncio.run(read_db(args.db_url, args.job_id, shards))
-    got = {s: final[s].get("report", {}).get("sha256") for s in shards}
+    got = {s: final[s].completed.get("report", {}).get("sha256") for s in shards}
     checks["every shard finished"] = None not in got.values()
     if held is not None:
         # The survivor that ran the held shard must skip exactly what was completed.
@@ -261,7 +288,8 @@ def coordinate(args: argparse.Namespace) -> int:
     say("== result")
     for text, ok in checks.items():
         say(f"  [{'ok' if ok else 'FAILED'}] {text}")
-    say(f"runs {run_id(args.job_id, 'batch-*')} {'kept' if args.keep else 'deleted'}")
+    kept = "kept" if args.keep else "deleted"
+    say(f"checkpoints of runs {run_id(args.job_id, 'batch-*')} {kept}")
     passed = all(checks.values())
     say("PASS" if passed else "FAIL")
     return 0 if passed else 1

@@ -4,6 +4,8 @@ ingest -> preprocess -> analyze -> report, run by ``dag_runner`` with a
 checkpoint after every node in a SQLite file. Every stage prints
 "<stage>: executing" when it really runs; the runner logs
 "<stage>: skipped (restored from checkpoint seq N)" for restored stages.
+Checkpoints stay in the file after success, and the run is marked succeeded:
+running the command once more starts a fresh run (nothing to resume).
 
     python examples/pipeline_demo.py --story                    # the whole story
     python examples/pipeline_demo.py --crash-at analyze         # dies with exit code 1
@@ -27,7 +29,7 @@ from typing import Any
 
 from dag_runner import Node, run_dag
 
-from pitstop import CheckpointManager, CheckpointPolicy
+from pitstop import CheckpointManager, CheckpointPolicy, RunInfo, RunStatus, SyncCheckpointManager
 
 DEFAULT_DB = "pitstop-demo.db"
 RUN_ID = "pipeline-demo"
@@ -146,6 +148,12 @@ def _digest(output: str) -> str | None:
     return None
 
 
+def _run_info(db: Path) -> RunInfo | None:
+    """The run's row in ``db`` (status, checkpoints), read without running anything."""
+    with SyncCheckpointManager(RUN_ID, store=db, enabled=True) as mgr:
+        return mgr.run_info()
+
+
 def _fresh(db: Path) -> None:
     for suffix in ("", "-wal", "-shm", "-journal"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
@@ -166,12 +174,17 @@ def story(db: Path, crash_at: str) -> int:
     skipped = [s for s in done if f"{s}: skipped (restored" in resumed.stdout]
     rerun = [s for s in done if f"{s}: executing" in resumed.stdout]
     got, want = _digest(resumed.stdout), _digest(clean.stdout)
+    run = _run_info(db)
+    status = run.status.value if run is not None else "missing"
     checks = {
         f"crashing run died (exit code {crashed.returncode})": crashed.returncode == 1,
         "crashing run printed no report": _digest(crashed.stdout) is None,
         f"resume skipped {', '.join(skipped) or 'nothing'}": skipped == list(done) and not rerun,
         "resumed and clean runs exited 0": resumed.returncode == clean.returncode == 0,
         f"resumed digest == clean digest ({got})": got is not None and got == want,
+        f"run marked {status}, so the next run starts fresh": (
+            run is not None and run.status is RunStatus.SUCCEEDED and not run.can_resume
+        ),
     }
     say("== result")
     for text, ok in checks.items():

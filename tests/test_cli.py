@@ -1,80 +1,117 @@
-"""The `pitstop` command against a real SQLite file, in-process and as a subprocess.
+"""The `pitstop` command against real stores, in-process and as a subprocess.
 
-`main()` runs its own event loop (asyncio.run), so these tests are sync and
-populate their stores with asyncio.run too.
+Stores are written with the real SyncCheckpointManager; the command is a plain
+function (no event loop), so these tests are sync except one that proves the
+command works inside a running loop.
 """
 
 from __future__ import annotations
 
-import asyncio
+import hashlib
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pitstop import CheckpointManager, NodeState, NodeStatus, PickleSerializer
+import pitstop._cli as cli_mod
+from pitstop import (
+    CheckpointPolicy,
+    NodeState,
+    NodeStatus,
+    PickleSerializer,
+    SqlStore,
+    SyncCheckpointManager,
+)
 from pitstop._cli import main
-from pitstop.storage._models import CHECKPOINTS, NODES
+from pitstop._cli_format import iso, when
+from pitstop.storage._queries import CHECKPOINTS, NODES, RUNS
 
 Result = tuple[int, str, str]
+LONG_ERROR = "disk full\n" + "x" * 200
 
 
-async def _populate(target: str) -> None:
-    mgr = CheckpointManager("etl", store=target, enabled=True)
-    await mgr.save_checkpoint(
-        label="start",
-        nodes=[
-            NodeState("extract", NodeStatus.COMPLETED, output={"rows": 3}, attempt=1),
-            NodeState("transform", NodeStatus.RUNNING, attempt=1, deps=("extract",)),
-            NodeState("load", deps=("transform",)),
-        ],
-        state={"cursor": 1},
-        metadata={"owner": "ana"},
-    )
-    await mgr.save_checkpoint(
-        label="transformed",
-        node="transform",
-        nodes=[
-            NodeState(
-                "transform", NodeStatus.COMPLETED, output=[1, 2], attempt=2, deps=("extract",)
-            ),
-            NodeState("load", NodeStatus.FAILED, attempt=1, error="ValueError: boom"),  # no deps
-            NodeState("report"),
-        ],
-        state={"cursor": 2},
-    )
-    await mgr.save_checkpoint(
-        trigger="pause",
-        nodes=[NodeState("load", NodeStatus.COMPLETED, output="done", attempt=2)],
-        state={"cursor": 2},
-        metadata={"owner": "ana"},
-    )
-    await mgr.aclose()
-    pickled = CheckpointManager(
-        "pickled", store=target, enabled=True, serializer=PickleSerializer()
-    )
-    await pickled.save_checkpoint(
-        nodes=[NodeState("a", NodeStatus.COMPLETED, output={1, 2})], state=(1, 2)
-    )
-    await pickled.aclose()
+def populate(target: str) -> None:
+    """Run 'etl' (seqs 1-3, JSON, then paused) and run 'pickled' (seqs 1-2, pickle)."""
+    policy = CheckpointPolicy(on_pause=False)  # pausing records the status, saves nothing
+    with SyncCheckpointManager("etl", store=target, enabled=True, policy=policy) as mgr:
+        mgr.save_checkpoint(
+            label="start",
+            nodes=[
+                NodeState("extract", NodeStatus.COMPLETED, output={"rows": 3}, attempt=1),
+                NodeState("transform", NodeStatus.RUNNING, attempt=1, deps=("extract",)),
+                NodeState("load", deps=("transform",)),
+            ],
+            state={"cursor": 1},
+            metadata={"owner": "ana"},
+        )
+        mgr.save_checkpoint(
+            label="transformed",
+            node="transform",
+            nodes=[
+                NodeState(
+                    "transform", NodeStatus.COMPLETED, output=[1, 2], attempt=2, deps=("extract",)
+                ),
+                NodeState("load", NodeStatus.FAILED, attempt=1, error="ValueError: boom"),
+                NodeState("report"),
+            ],
+            state={"cursor": 2},
+        )
+        mgr.save_checkpoint(
+            trigger="pause",
+            nodes=[NodeState("load", NodeStatus.COMPLETED, output="done", attempt=2)],
+            state={"cursor": 2},
+            metadata={"owner": "ana"},
+        )
+        mgr.on_run_pause(reason="maintenance")
+    pickle = PickleSerializer()
+    with SyncCheckpointManager("pickled", store=target, enabled=True, serializer=pickle) as mgr:
+        mgr.save_checkpoint(
+            nodes=[NodeState("a", NodeStatus.COMPLETED, output={1, 2})], state=(1, 2)
+        )
+        mgr.save_checkpoint(
+            nodes=[
+                NodeState("a", NodeStatus.COMPLETED, output={1, 2, 3}, attempt=2),
+                NodeState("b", NodeStatus.FAILED, attempt=1, error="KeyError: 'x'"),
+            ],
+            state=(1, 2, 3),
+        )
+
+
+def add_finished_runs(target: str) -> None:
+    """Run 'crashed' (failed, with a long two-line error) and run 'done' (succeeded)."""
+    with SyncCheckpointManager("crashed", store=target, enabled=True) as mgr:
+        mgr.on_run_start(graph={"a": []})
+        mgr.on_node_start(node_id="a")
+        mgr.on_node_error(node_id="a", error="OSError: no space")
+        mgr.on_run_end(success=False, error=RuntimeError(LONG_ERROR))  # saves (policy.on_failure)
+    with SyncCheckpointManager("done", store=target, enabled=True) as mgr:
+        mgr.on_run_start(graph={"a": []})
+        mgr.on_node_start(node_id="a")
+        mgr.on_node_finish(node_id="a", output=1)
+        mgr.save_checkpoint()
+        mgr.on_run_end(success=True)
 
 
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
-    """A SQLite store with run 'etl' (seqs 1-3, JSON) and run 'pickled' (seq 1, pickle)."""
     path = tmp_path / "store.db"
-    asyncio.run(_populate(str(path)))
+    populate(str(path))
     return path
 
 
 def cli(capsys: pytest.CaptureFixture[str], db: Path | str, *argv: str) -> Result:
     code = main(["--store", str(db), *argv])
     out, err = capsys.readouterr()
+    assert "Traceback" not in err
     return code, out, err
 
 
@@ -84,42 +121,104 @@ def cli_json(capsys: pytest.CaptureFixture[str], db: Path | str, *argv: str) -> 
     return json.loads(out)
 
 
-def corrupt(db: Path, table: str, column: str, where: str) -> None:
+def error_line(err: str) -> str:
+    """The one error line (a hint line may follow it)."""
+    lines = err.splitlines()
+    assert lines and lines[0].startswith("pitstop: error: "), err
+    assert all(line.startswith("pitstop: hint: ") for line in lines[1:]), err
+    assert len(lines) <= 2, err
+    return lines[0]
+
+
+def sql(db: Path, statement: str, params: tuple[Any, ...] = ()) -> list[Any]:
     conn = sqlite3.connect(db)
     try:
-        blob = conn.execute(f"SELECT {column} FROM {table} WHERE {where}").fetchone()[0]
-        flipped = bytes([blob[0] ^ 0x01]) + blob[1:]
-        conn.execute(f"UPDATE {table} SET {column} = ? WHERE {where}", (flipped,))
+        rows = conn.execute(statement, params).fetchall()
         conn.commit()
+        return rows
     finally:
         conn.close()
 
 
-def test_runs(capsys: pytest.CaptureFixture[str], db: Path) -> None:
+def corrupt(db: Path, table: str, column: str, where: str) -> None:
+    (blob,) = sql(db, f"SELECT {column} FROM {table} WHERE {where}")[0]
+    flipped = bytes([blob[0] ^ 0x01]) + blob[1:]
+    sql(db, f"UPDATE {table} SET {column} = ? WHERE {where}", (flipped,))
+
+
+def set_column(db: Path, table: str, column: str, value: object, where: str) -> None:
+    sql(db, f"UPDATE {table} SET {column} = ? WHERE {where}", (value,))
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# -- the commands ----------------------------------------------------------------
+
+
+def test_runs_shows_the_run_model(capsys: pytest.CaptureFixture[str], db: Path) -> None:
+    add_finished_runs(str(db))
+    cli_json(capsys, db, "delete", "etl", "--seq", "3")  # latest 2, high-water stays 3
+    runs = {r["run_id"]: r for r in cli_json(capsys, db, "runs")}
+    assert list(runs) == ["crashed", "done", "etl", "pickled"]
+    etl = runs["etl"]
+    assert (etl["status"], etl["attempt"], etl["can_resume"]) == ("paused", 1, True)
+    assert (etl["checkpoints"], etl["latest_seq"], etl["last_seq"]) == (2, 2, 3)
+    assert etl["latest_at"].endswith("+00:00") and etl["size"] > 0 and etl["error"] is None
+    assert runs["pickled"]["status"] == "running"
+    crashed = runs["crashed"]
+    assert (crashed["status"], crashed["checkpoints"], crashed["latest_seq"]) == ("failed", 1, 1)
+    assert crashed["error"] == f"RuntimeError: {LONG_ERROR}"  # --json has all of it
+    assert crashed["started_at"] <= crashed["ended_at"]
+    done = runs["done"]
+    assert (done["status"], done["can_resume"], done["checkpoints"]) == ("succeeded", False, 1)
+    assert done["graph_fingerprint"] is not None
+
     code, out, _ = cli(capsys, db, "runs")
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].split() == ["RUN_ID", "CHECKPOINTS", "FIRST", "LATEST", "LATEST_AT", "SIZE"]
-    assert lines[1].split()[:4] == ["etl", "3", "1", "3"]
-    assert lines[2].split()[:4] == ["pickled", "1", "1", "1"]
-    runs = cli_json(capsys, db, "runs")
-    assert [r["run_id"] for r in runs] == ["etl", "pickled"]
-    etl = runs[0]
-    assert (etl["checkpoints"], etl["first_seq"], etl["latest_seq"]) == (3, 1, 3)
-    assert etl["latest_at"].endswith("+00:00") and etl["size"] > 0
+    assert lines[0].split() == ["RUN_ID", "STATUS", "ATTEMPT", "CHECKPOINTS", "LATEST",
+                                "LAST_SEQ", "LATEST_AT", "SIZE", "ERROR"]  # fmt: skip
+    by_run = {line.split()[0]: line for line in lines[1:]}
+    assert by_run["etl"].split()[:6] == ["etl", "paused", "1", "2", "2", "3"]
+    assert by_run["done"].split()[:2] == ["done", "succeeded"]
+    # The text error is one line, truncated; the table keeps one row per run.
+    assert len(lines) == 5
+    assert by_run["crashed"].split()[1] == "failed"
+    assert by_run["crashed"].endswith(" RuntimeError: disk full " + "x" * 33 + "...")  # 60 chars
+
+
+def test_deleted_run_keeps_its_row(capsys: pytest.CaptureFixture[str], db: Path) -> None:
+    assert cli_json(capsys, db, "delete", "etl") == {"run_id": "etl", "removed": [1, 2, 3]}
+    etl = cli_json(capsys, db, "runs")[0]
+    assert (etl["run_id"], etl["checkpoints"], etl["latest_seq"], etl["last_seq"]) == (
+        "etl", 0, None, 3
+    )  # fmt: skip
+    assert etl["latest_at"] is None and etl["can_resume"] is False
+    out = cli(capsys, db, "runs")[1]
+    assert out.splitlines()[1].split()[:7] == ["etl", "paused", "1", "0", "-", "3", "-"]
+    assert cli(capsys, db, "list", "etl")[0] == 1
 
 
 def test_list(capsys: pytest.CaptureFixture[str], db: Path) -> None:
     code, out, _ = cli(capsys, db, "list", "etl")
     assert code == 0
-    rows = [line.split() for line in out.splitlines()[1:]]
+    lines = out.splitlines()
+    assert lines[0].split() == ["SEQ", "PARENT", "CREATED", "TRIGGER", "LABEL", "NODE",
+                                "WRITTEN", "NODES", "SIZE", "SER"]  # fmt: skip
+    rows = [line.split() for line in lines[1:]]
     assert [r[0] for r in rows] == ["1", "2", "3"]
     assert "transformed" in rows[1] and "transform" in rows[1] and "json" in rows[1]
     infos = cli_json(capsys, db, "list", "etl")
-    assert [(i["seq"], i["parent_seq"]) for i in infos] == [(1, None), (2, 1), (3, 2)]
+    assert [(i["seq"], i["parent_seq"], i["root_seq"]) for i in infos] == [
+        (1, None, 1), (2, 1, 1), (3, 2, 1)
+    ]  # fmt: skip
+    assert [i["snapshot"] for i in infos] == [True, False, False]
     assert [i["trigger"] for i in infos] == ["manual", "manual", "pause"]
     assert [i["label"] for i in infos] == ["start", "transformed", None]
     assert [i["nodes_written"] for i in infos] == [3, 3, 1]
+    assert [i["node_count"] for i in infos] == [3, 4, 4]
     assert infos[0]["metadata"] == {"owner": "ana"} and infos[1]["metadata"] == {}
     assert all(i["serializer"] == "json" and i["size"] > 0 for i in infos)
 
@@ -134,6 +233,7 @@ def test_show_latest_text(capsys: pytest.CaptureFixture[str], db: Path) -> None:
     assert "attempts: extract=1 load=2 report=0 transform=2" in out
     assert "errors: -" in out
     assert 'metadata: {"owner": "ana"}' in out
+    assert "root_seq       1" in out and "node_count     4" in out
     assert "outputs" not in out and "cursor" not in out
 
 
@@ -157,24 +257,45 @@ def test_show_seq_json_with_outputs(capsys: pytest.CaptureFixture[str], db: Path
     assert 'extract: {"rows": 3}' in out and 'state: {"cursor": 1}' in out
 
 
-def test_pickle_needs_opt_in(capsys: pytest.CaptureFixture[str], db: Path) -> None:
+def test_statuses_need_no_pickle(capsys: pytest.CaptureFixture[str], db: Path) -> None:
+    # Listing, showing and diffing statuses decode no payload: no --allow-pickle.
+    assert [i["serializer"] for i in cli_json(capsys, db, "list", "pickled")] == ["pickle"] * 2
+    shown = cli_json(capsys, db, "show", "pickled")
+    assert shown["completed"] == ["a"] and shown["errors"] == {"b": "KeyError: 'x'"}
     code, out, err = cli(capsys, db, "show", "pickled")
-    assert (code, out) == (2, "")
-    assert err.startswith("pitstop: error: [pickle] run 'pickled' seq 1")
-    assert "--allow-pickle" in err and "Traceback" not in err
-    data = cli_json(capsys, db, "show", "pickled", "--allow-pickle", "--outputs")
+    assert (code, err) == (0, "") and "completed      a" in out
+    diff = cli_json(capsys, db, "diff", "pickled", "1", "2")
+    assert diff["nodes"] == [
+        {"node_id": "a", "change": "changed", "attempt": [0, 2]},
+        {"node_id": "b", "change": "added", "status": "failed"},
+    ]
+    assert diff["outputs_compared"] is False and diff["state_changed"] is None
+    # Values need the opt-in, with the hint.
+    for argv in (["show", "pickled", "--outputs"], ["export", "pickled"],
+                 ["diff", "pickled", "1", "2", "--outputs"]):  # fmt: skip
+        code, out, err = cli(capsys, db, *argv)
+        assert (code, out) == (2, "")
+        assert error_line(err).startswith("pitstop: error: [pickle] run 'pickled' seq ")
+        assert "pitstop: hint: pass --allow-pickle" in err
+    data = cli_json(capsys, db, "show", "pickled", "--allow-pickle", "--outputs", "--seq", "1")
     assert data["outputs"] == {"a": "{1, 2}"} and data["outputs_repr"] == ["a"]
     assert (data["state"], data["state_repr"]) == ("(1, 2)", True)
+    diff = cli_json(capsys, db, "diff", "pickled", "1", "2", "--outputs", "--allow-pickle")
+    assert diff["nodes"][0]["output_changed"] is True and diff["state_changed"] is True
 
 
 def test_diff(capsys: pytest.CaptureFixture[str], db: Path) -> None:
     code, out, _ = cli(capsys, db, "diff", "etl", "1", "2")
     assert code == 0
     assert out.splitlines()[0] == "run 'etl': seq 1 -> 2"
+    assert "status running -> completed; attempt 1 -> 2\n" in out
+    assert "added (pending)" in out and "output changed" not in out
+    assert "outputs, state: not compared (add --outputs)" in out
+    assert "metadata changed: yes" in out
+    code, out, _ = cli(capsys, db, "diff", "etl", "1", "2", "--outputs")
     assert "status running -> completed; attempt 1 -> 2; output changed" in out
-    assert "added (pending)" in out
     assert "state changed: yes" in out and "metadata changed: yes" in out
-    data = cli_json(capsys, db, "diff", "etl", "1", "2")
+    data = cli_json(capsys, db, "diff", "etl", "1", "2", "--outputs")
     by_node = {n["node_id"]: n for n in data["nodes"]}
     assert set(by_node) == {"load", "report", "transform"}  # extract did not change
     assert by_node["report"] == {"node_id": "report", "change": "added", "status": "pending"}
@@ -184,14 +305,14 @@ def test_diff(capsys: pytest.CaptureFixture[str], db: Path) -> None:
     assert by_node["transform"]["attempt"] == [1, 2]
     assert "deps" not in by_node["transform"]
     assert by_node["load"]["deps"] == [["transform"], []]
+    assert data["outputs_compared"] is True and data["state_changed"] is True
     back = cli_json(capsys, db, "diff", "etl", "3", "1")
     assert {"node_id": "report", "change": "removed", "status": "pending"} in back["nodes"]
-    same = cli_json(capsys, db, "diff", "etl", "2", "3")
+    same = cli_json(capsys, db, "diff", "etl", "2", "3", "--outputs")
     assert same["state_changed"] is False and same["metadata_changed"] is True
     assert [n["node_id"] for n in same["nodes"]] == ["load"]
     code, out, _ = cli(capsys, db, "diff", "etl", "2", "2")
-    assert code == 0
-    assert "no node changes" in out and "state changed: no" in out
+    assert code == 0 and "no node changes" in out
 
 
 def test_prune(capsys: pytest.CaptureFixture[str], db: Path) -> None:
@@ -212,7 +333,6 @@ def test_delete(capsys: pytest.CaptureFixture[str], db: Path) -> None:
     assert [i["seq"] for i in cli_json(capsys, db, "list", "etl")] == [1, 3]
     assert cli_json(capsys, db, "show", "etl")["completed"] == ["extract", "load", "transform"]
     assert cli_json(capsys, db, "delete", "etl") == {"run_id": "etl", "removed": [1, 3]}
-    assert [r["run_id"] for r in cli_json(capsys, db, "runs")] == ["pickled"]
     code, _, err = cli(capsys, db, "delete", "etl")
     assert (code, err) == (1, "pitstop: error: no checkpoint for run 'etl'\n")
 
@@ -236,44 +356,143 @@ def test_export(capsys: pytest.CaptureFixture[str], db: Path, tmp_path: Path) ->
     assert (code, out) == (0, f"exported run 'etl' seq 3 to {target}\n")
     assert json.loads(target.read_text())["info"]["seq"] == 3
 
-    pickled = cli_json(capsys, db, "export", "pickled", "--allow-pickle")
+    pickled = cli_json(capsys, db, "export", "pickled", "--allow-pickle", "--seq", "1")
     assert pickled["nodes"]["a"]["output"] == "{1, 2}"
     assert pickled["nodes"]["a"]["output_repr"] is True and pickled["state_repr"] is True
 
     code, _, err = cli(capsys, db, "export", "etl", "-o", str(tmp_path / "no" / "dir.json"))
-    assert code == 2 and err.startswith("pitstop: error: cannot write")
+    assert code == 2 and error_line(err).startswith("pitstop: error: cannot write")
 
 
 def test_stats(capsys: pytest.CaptureFixture[str], db: Path) -> None:
+    add_finished_runs(str(db))
     data = cli_json(capsys, db, "stats")
-    infos = cli_json(capsys, db, "list", "etl") + cli_json(capsys, db, "list", "pickled")
-    assert data["runs"] == 2 and data["checkpoints"] == 4
+    infos = [i for r in ("etl", "pickled", "crashed", "done")
+             for i in cli_json(capsys, db, "list", r)]  # fmt: skip
+    assert data["runs"] == 4 and data["checkpoints"] == 3 + 2 + 1 + 1
+    assert data["by_status"] == {"running": 1, "paused": 1, "failed": 1, "succeeded": 1}
     assert data["bytes"] == sum(i["size"] for i in infos)
-    assert data["node_rows_written"] == 3 + 3 + 1 + 1
+    assert data["node_rows_written"] == sum(i["nodes_written"] for i in infos)
     assert data["largest_run"] == "etl" and data["latest_at"].endswith("+00:00")
     code, out, _ = cli(capsys, db, "stats")
-    assert code == 0 and "checkpoints         4" in out and "node rows written   8" in out
+    assert code == 0 and "checkpoints         7" in out
+    assert "by status           1 running, 1 paused, 1 failed, 1 succeeded" in out
+
+
+def test_empty_store(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "empty.db"
+    with SqlStore(path):
+        pass  # creates the tables
+    assert cli(capsys, path, "runs") == (0, "no runs\n", "")
+    stats = cli_json(capsys, path, "stats")
+    assert stats["runs"] == 0 and stats["latest_at"] is None and stats["largest_run"] is None
+
+
+# -- damage ----------------------------------------------------------------------
 
 
 def test_corrupt_state_names_run_and_seq(capsys: pytest.CaptureFixture[str], db: Path) -> None:
-    corrupt(db, CHECKPOINTS.name, "state", "run_id = 'etl' AND seq = 2")
+    corrupt(db, CHECKPOINTS, "state", "run_id = 'etl' AND seq = 2")
     for argv in (["show", "etl", "--seq", "2"], ["export", "etl", "--seq", "2"]):
         code, out, err = cli(capsys, db, *argv)
         assert (code, out) == (2, "")
-        assert err.startswith("pitstop: error: checkpoint run 'etl' seq 2 is corrupt:")
-        assert "checksum mismatch" in err and "Traceback" not in err
+        line = error_line(err)
+        assert line.startswith("pitstop: error: checkpoint run 'etl' seq 2 is corrupt:")
+        assert "checksum mismatch" in line
     code, _, err = cli(capsys, db, "diff", "etl", "1", "2")
     assert code == 2 and "run 'etl' seq 2 is corrupt" in err
-    # The other checkpoints still verify.
+    # The other checkpoints still verify, and the damaged one can be deleted.
     assert cli_json(capsys, db, "show", "etl", "--seq", "1")["info"]["seq"] == 1
     assert cli_json(capsys, db, "show", "etl")["info"]["seq"] == 3
+    assert cli_json(capsys, db, "delete", "etl", "--seq", "2")["removed"] == [2]
 
 
 def test_corrupt_node_output(capsys: pytest.CaptureFixture[str], db: Path) -> None:
-    corrupt(db, NODES.name, "output", "run_id = 'etl' AND node_id = 'extract'")
-    code, _, err = cli(capsys, db, "show", "etl")
+    corrupt(db, NODES, "output", "run_id = 'etl' AND node_id = 'extract'")
+    code, _, err = cli(capsys, db, "show", "etl")  # checked even when not decoded
     assert code == 2
     assert "run 'etl' seq 3 is corrupt: node 'extract' (written at seq 1)" in err
+
+
+def test_corrupt_metadata_in_list(capsys: pytest.CaptureFixture[str], db: Path) -> None:
+    set_column(db, CHECKPOINTS, "metadata", b"{bad", "run_id = 'etl' AND seq = 2")
+    code, _, err = cli(capsys, db, "list", "etl")
+    assert code == 2 and "run 'etl' seq 2 is corrupt" in error_line(err)
+
+
+def test_corrupt_node_deps_in_show(capsys: pytest.CaptureFixture[str], db: Path) -> None:
+    set_column(db, NODES, "deps", "[bad", "run_id = 'etl' AND node_id = 'load' AND seq = 2")
+    code, _, err = cli(capsys, db, "show", "etl", "--seq", "2")
+    assert code == 2 and "run 'etl' seq 2 is corrupt" in error_line(err)
+
+
+@pytest.mark.parametrize("value", [1e300, "abc"], ids=["huge", "text"])
+def test_damaged_header_column(capsys: pytest.CaptureFixture[str], db: Path, value: object) -> None:
+    set_column(db, CHECKPOINTS, "created_at", value, "run_id = 'etl' AND seq = 2")
+    for argv in (["list", "etl"], ["show", "etl", "--seq", "2"], ["--json", "list", "etl"]):
+        code, out, err = cli(capsys, db, *argv)
+        assert (code, out) == (2, "")
+        assert error_line(err).startswith("pitstop: error: checkpoint run 'etl' seq 2 is corrupt")
+        assert "OverflowError" not in err
+    assert cli_json(capsys, db, "show", "etl")["info"]["seq"] == 3  # seq 3 does not need it
+    # The latest checkpoint damaged: `show` names it, `runs` still lists every run.
+    set_column(db, CHECKPOINTS, "created_at", value, "run_id = 'etl' AND seq = 3")
+    code, _, err = cli(capsys, db, "show", "etl")
+    assert code == 2
+    assert error_line(err).startswith("pitstop: error: checkpoint run 'etl' seq 3 is corrupt")
+    runs = cli_json(capsys, db, "runs")
+    assert runs[0]["latest_at"] == f"invalid time {value!r}"
+    code, out, _ = cli(capsys, db, "runs")
+    assert code == 0 and f"invalid time {value!r}" in out
+    code, _, err = cli(capsys, db, "stats")  # sums every header: reports the damage
+    assert code == 2 and "run 'etl' seq 2 is corrupt" in error_line(err)
+
+
+def test_iso_never_raises() -> None:
+    assert iso(None) is None
+    assert iso(0) == "1970-01-01T00:00:00+00:00"
+    for bad in (1e300, -1e300, float("inf"), float("nan"), 1e17, "abc", b"x", True):
+        assert iso(bad) == f"invalid time {bad!r}"
+        assert when(iso(bad)) == f"invalid time {bad!r}"
+    assert when("2026-01-02T03:04:05.6+00:00") == "2026-01-02 03:04:05Z"
+
+
+def test_damaged_run_row_is_one_line(capsys: pytest.CaptureFixture[str], db: Path) -> None:
+    set_column(db, RUNS, "status", "exploded", "run_id = 'etl'")
+    code, out, err = cli(capsys, db, "runs")
+    assert (code, out) == (2, "")
+    assert "exploded" in error_line(err)
+
+
+def test_interrupt_exits_130(
+    capsys: pytest.CaptureFixture[str], db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(store: object, args: object) -> None:
+        raise KeyboardInterrupt
+
+    _, render, help_text = cli_mod._COMMANDS["runs"]
+    monkeypatch.setitem(cli_mod._COMMANDS, "runs", (interrupted, render, help_text))
+    assert cli(capsys, db, "runs") == (130, "", "")
+
+
+def test_old_schema_is_reported_not_migrated(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    old = tmp_path / "v1.db"
+    conn = sqlite3.connect(old)
+    try:
+        conn.executescript((Path(__file__).parent / "data" / "v1_store.sql").read_text())
+    finally:
+        conn.close()
+    before = digest(old)
+    for argv in (["runs"], ["list", "etl"], ["prune", "etl", "--keep", "1"], ["delete", "etl"]):
+        code, _, err = cli(capsys, old, *argv)
+        assert code == 2
+        assert "has pitstop schema 1, older than 2" in error_line(err)
+    assert digest(old) == before  # the CLI never migrates; a manager's first open does
+
+
+# -- errors and store selection --------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -284,6 +503,7 @@ def test_corrupt_node_output(capsys: pytest.CaptureFixture[str], db: Path) -> No
         (["show", "etl", "--seq", "9"], "no checkpoint for run 'etl' seq 9"),
         (["diff", "etl", "1", "9"], "no checkpoint for run 'etl' seq 9"),
         (["prune", "nope", "--keep", "1"], "no checkpoint for run 'nope'"),
+        (["delete", "nope"], "no checkpoint for run 'nope'"),
         (["delete", "etl", "--seq", "9"], "no checkpoint for run 'etl' seq 9"),
         (["export", "nope"], "no checkpoint for run 'nope'"),
     ],
@@ -295,28 +515,69 @@ def test_missing_run_or_seq_exits_1(
     assert (code, out, err) == (1, "", f"pitstop: error: {message}\n")
 
 
-def test_store_resolution(
+@pytest.mark.parametrize(
+    ("store", "message"),
+    [
+        ("sqlite:/x.db", "'sqlite:/x.db' looks like a URL but is not one"),
+        ("postgres//h/db", "'postgres//h/db' looks like a URL but is not one"),
+        ("", "empty store target"),
+        ("mysql://u:secret@h/db", "unsupported store URL scheme 'mysql'"),
+    ],
+    ids=["sqlite-one-slash", "postgres-no-colon", "empty", "mysql"],
+)
+def test_store_typos_exit_2(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    store: str,
+    message: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for argv in (["runs"], ["show", "etl"], ["delete", "etl"]):
+        code, out, err = cli(capsys, store, *argv)
+        assert (code, out) == (2, "")
+        line = error_line(err)
+        assert line.startswith("pitstop: error: bad store target: ") and message in line
+        assert "secret" not in err
+    assert list(tmp_path.iterdir()) == []  # a typo never becomes a file
+
+
+def test_missing_file_is_not_created(
     capsys: pytest.CaptureFixture[str],
     db: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     missing = tmp_path / "missing.db"
-    code, _, err = cli(capsys, missing, "runs")
-    assert code == 2 and f"no pitstop store at {str(missing)!r}" in err
-    assert not missing.exists()  # inspecting never creates a database
+    for argv in (["runs"], ["list", "etl"], ["prune", "etl", "--keep", "1"], ["delete", "etl"]):
+        code, _, err = cli(capsys, missing, *argv)
+        assert code == 2
+        assert error_line(err) == (
+            f"pitstop: error: no pitstop store at {str(missing)!r} (use --store or $PITSTOP_STORE)"
+        )
+    code, _, err = cli(capsys, f"sqlite:///{missing}", "runs")
+    assert code == 2 and "no pitstop store at" in err
+    assert not missing.exists()
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("PITSTOP_STORE", raising=False)
     assert main(["runs"]) == 2  # default ./pitstop.db does not exist
     assert "no pitstop store at 'pitstop.db'" in capsys.readouterr().err
+    assert not (tmp_path / "pitstop.db").exists()
+
+
+def test_store_resolution(
+    capsys: pytest.CaptureFixture[str], db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PITSTOP_STORE", str(db))
     assert main(["--json", "runs"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 2
     # Options may follow the command, and a URL works as well as a path.
-    assert main(["runs", "--store", f"sqlite+aiosqlite:///{db}", "--json"]) == 0
+    assert main(["runs", "--store", f"sqlite:///{db}", "--json"]) == 0
     assert [r["run_id"] for r in json.loads(capsys.readouterr().out)] == ["etl", "pickled"]
-    assert main(["--store", "mysql://x/y", "runs"]) == 2
-    assert "unsupported database URL scheme 'mysql'" in capsys.readouterr().err
+    monkeypatch.setenv("PITSTOP_STORE", "")  # empty means unset: the default, pitstop.db
+    monkeypatch.chdir(db.parent)
+    assert main(["runs"]) == 2
+    assert "no pitstop store at 'pitstop.db'" in capsys.readouterr().err
 
 
 def test_usage(capsys: pytest.CaptureFixture[str], db: Path) -> None:
@@ -326,14 +587,194 @@ def test_usage(capsys: pytest.CaptureFixture[str], db: Path) -> None:
     assert main(["--store", str(db), "prune", "etl", "--keep", "0"]) == 2
     assert "must be >= 1" in capsys.readouterr().err
     assert main(["--store", str(db), "show", "etl", "--seq", "x"]) == 2
+    assert main(["--store", str(db), "show", ""]) == 2
+    assert "run id must not be empty" in capsys.readouterr().err
 
 
-def test_empty_store(capsys: pytest.CaptureFixture[str], db: Path) -> None:
-    cli_json(capsys, db, "delete", "etl")
-    cli_json(capsys, db, "delete", "pickled")
-    assert cli(capsys, db, "runs") == (0, "no runs\n", "")
-    stats = cli_json(capsys, db, "stats")
-    assert stats["runs"] == 0 and stats["latest_at"] is None and stats["largest_run"] is None
+# -- reads never write -------------------------------------------------------------
+
+READ_COMMANDS = [["runs"], ["list", "etl"], ["show", "etl"], ["show", "etl", "--outputs"],
+                 ["diff", "etl", "1", "3"], ["export", "etl"], ["stats"]]  # fmt: skip
+
+
+def journal_mode(path: Path) -> str:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return str(conn.execute("PRAGMA journal_mode").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def tables(path: Path) -> list[str]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = conn.execute("SELECT name FROM sqlite_master ORDER BY name").fetchall()
+        return [name for (name,) in rows]
+    finally:
+        conn.close()
+
+
+def test_foreign_sqlite_file_is_left_alone(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    foreign = tmp_path / "foreign.db"
+    sql(foreign, "CREATE TABLE app_users (id INTEGER PRIMARY KEY, name TEXT)")
+    sql(foreign, "INSERT INTO app_users (name) VALUES ('ana')")
+    before = (digest(foreign), sorted(os.listdir(tmp_path)))
+    assert (journal_mode(foreign), tables(foreign)) == ("delete", ["app_users"])
+    code, out, err = cli(capsys, foreign, "runs")
+    assert (code, out) == (2, "")
+    assert error_line(err) == (
+        f"pitstop: error: sqlite:///{foreign} holds no pitstop tables "
+        "(opened read-only: nothing created)"
+    )
+    for argv in [*READ_COMMANDS, ["prune", "etl", "--keep", "1"], ["delete", "etl"]]:
+        code, _, err = cli(capsys, foreign, *argv)
+        assert code == 2 and "holds no pitstop tables" in error_line(err)
+    assert (journal_mode(foreign), tables(foreign)) == ("delete", ["app_users"])
+    assert (digest(foreign), sorted(os.listdir(tmp_path))) == before
+
+
+def test_reads_on_a_read_only_file(
+    capsys: pytest.CaptureFixture[str], db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db.chmod(0o444)
+    before, listing = digest(db), set(os.listdir(db.parent))
+    tables_before = tables(db)
+    for argv in READ_COMMANDS:
+        code, _, err = cli(capsys, db, *argv)
+        assert (code, err) == (0, "")
+    assert digest(db) == before and tables(db) == tables_before
+    assert journal_mode(db) == "wal"
+    # SQLite's own WAL index may appear beside the file; nothing else does.
+    assert set(os.listdir(db.parent)) - listing <= {f"{db.name}-wal", f"{db.name}-shm"}
+    # Read commands never ask for a writable store; prune and delete check read-only first.
+    opened: list[bool] = []
+
+    class Spy(SqlStore):
+        def __init__(self, target: str, **kwargs: Any) -> None:
+            opened.append(kwargs.get("readonly", False))
+            super().__init__(target, **kwargs)
+
+    monkeypatch.setattr(cli_mod, "SqlStore", Spy)
+    for argv in READ_COMMANDS:
+        assert cli(capsys, db, *argv)[0] == 0
+    assert opened == [True] * len(READ_COMMANDS)
+    db.chmod(0o644)
+    opened.clear()
+    assert cli(capsys, db, "prune", "etl", "--keep", "2")[0] == 0
+    assert cli(capsys, db, "delete", "etl", "--seq", "3")[0] == 0
+    assert opened == [True, False, True, False]
+
+
+def _unprivileged() -> list[str]:
+    """A command prefix under which file modes are enforced (root ignores them)."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv: file modes would not be enforced")
+    return [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A world-writable directory that an unprivileged user can reach (not under tmp_path)."""
+    path = Path(tempfile.mkdtemp(prefix="pitstop-cli-"))
+    path.chmod(0o777)
+    try:
+        yield path
+    finally:
+        path.chmod(0o755)
+        shutil.rmtree(path)
+
+
+def _run_as(prefix: list[str], db: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": os.environ.get("PATH", ""), "PITSTOP_STORE": str(db)}
+    return subprocess.run([*prefix, sys.executable, "-m", "pitstop", *argv],
+                          capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+
+
+def test_read_only_file_subprocess(open_dir: Path) -> None:
+    prefix = _unprivileged()
+    db = open_dir / "store.db"
+    populate(str(db))
+    db.chmod(0o444)
+    before = digest(db)
+    if _run_as(prefix, db, "--help").returncode != 0:
+        pytest.skip("the unprivileged user cannot run this interpreter")
+    done = _run_as(prefix, db, "--json", "list", "etl")
+    assert (done.returncode, done.stderr) == (0, "")
+    assert [i["seq"] for i in json.loads(done.stdout)] == [1, 2, 3]
+    for argv in (["runs"], ["show", "etl"], ["diff", "etl", "1", "2"], ["stats"]):
+        done = _run_as(prefix, db, *argv)
+        assert (done.returncode, done.stderr) == (0, "")
+    done = _run_as(prefix, db, "prune", "etl", "--keep", "1")
+    assert done.returncode == 2 and "readonly database" in error_line(done.stderr)
+    assert digest(db) == before and journal_mode(db) == "wal"
+
+
+def test_read_only_directory_subprocess(open_dir: Path) -> None:
+    prefix = _unprivileged()
+    db = open_dir / "store.db"
+    populate(str(db))
+    db.chmod(0o444)
+    open_dir.chmod(0o555)
+    done = _run_as(prefix, db, "runs")
+    assert (done.returncode, done.stderr) == (0, "")
+
+
+def test_reads_beside_an_open_write_transaction(
+    capsys: pytest.CaptureFixture[str], db: Path
+) -> None:
+    writer = sqlite3.connect(db, isolation_level=None, timeout=0)
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute(f"INSERT INTO {RUNS} (run_id, status, attempt, last_seq, updated_at) "
+                       "VALUES ('other', 'running', 1, 0, 0)")  # fmt: skip
+        for argv in (["runs"], ["list", "etl"], ["show", "etl"], ["stats"]):
+            started = time.monotonic()
+            code, out, err = cli(capsys, db, *argv)
+            assert (code, err) == (0, "")
+            assert time.monotonic() - started < 2.0
+            assert "other" not in out  # not committed
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+
+
+# -- how it runs -----------------------------------------------------------------
+
+
+async def test_runs_inside_an_event_loop(capsys: pytest.CaptureFixture[str], db: Path) -> None:
+    # A plain function: callable from a running loop (Jupyter), which asyncio.run is not.
+    assert cli_json(capsys, db, "show", "etl")["info"]["seq"] == 3
+    assert cli_json(capsys, db, "prune", "etl", "--keep", "2")["removed"] == [1]
+
+
+def test_loads_without_adopting(
+    capsys: pytest.CaptureFixture[str], db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(self: SyncCheckpointManager, seq: int | None = None) -> None:
+        raise AssertionError("the CLI must not adopt checkpoints")
+
+    asked: list[bool] = []
+    load: Any = SyncCheckpointManager.load_checkpoint
+
+    def spy(self: SyncCheckpointManager, seq: int | None = None, *, outputs: bool = True) -> Any:
+        asked.append(outputs)
+        return load(self, seq, outputs=outputs)
+
+    monkeypatch.setattr(SyncCheckpointManager, "restore_checkpoint", refuse)
+    monkeypatch.setattr(SyncCheckpointManager, "load_checkpoint", spy)
+    expected = {("show", "etl"): [False], ("show", "etl", "--outputs"): [True],
+                ("diff", "etl", "1", "2"): [False, False],
+                ("diff", "etl", "1", "2", "--outputs"): [True, True],
+                ("export", "etl"): [True]}  # fmt: skip
+    for argv, outputs in expected.items():
+        asked.clear()
+        assert cli(capsys, db, *argv)[0] == 0
+        assert asked == outputs, argv
 
 
 def test_console_script_and_module_subprocess(db: Path) -> None:
@@ -346,7 +787,7 @@ def test_console_script_and_module_subprocess(db: Path) -> None:
     assert (done.returncode, done.stderr) == (0, "")
     assert [r["run_id"] for r in json.loads(done.stdout)] == ["etl", "pickled"]
 
-    corrupt(db, CHECKPOINTS.name, "state", "run_id = 'etl' AND seq = 3")
+    corrupt(db, CHECKPOINTS, "state", "run_id = 'etl' AND seq = 3")
     done = subprocess.run(
         [sys.executable, "-m", "pitstop", "show", "etl"],
         capture_output=True,
@@ -359,31 +800,20 @@ def test_console_script_and_module_subprocess(db: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
-def test_database_urls(capsys: pytest.CaptureFixture[str], store_url: str) -> None:
-    asyncio.run(_populate(store_url))
-    assert [r["run_id"] for r in cli_json(capsys, store_url, "runs")] == ["etl", "pickled"]
-    assert cli_json(capsys, store_url, "show", "etl")["counts"]["completed"] == 3
-    assert cli_json(capsys, store_url, "prune", "etl", "--keep", "1")["removed"] == [1, 2]
-    assert cli_json(capsys, store_url, "export", "etl")["nodes"]["load"]["output"] == "done"
-    assert cli_json(capsys, store_url, "stats")["checkpoints"] == 2
-
-
-def set_column(db: Path, table: str, column: str, value: object, where: str) -> None:
-    conn = sqlite3.connect(db)
-    try:
-        conn.execute(f"UPDATE {table} SET {column} = ? WHERE {where}", (value,))
-        conn.commit()
-    finally:
-        conn.close()
-
-
-def test_corrupt_metadata_in_list(capsys: pytest.CaptureFixture[str], db: Path) -> None:
-    set_column(db, CHECKPOINTS.name, "metadata", b"{bad", "run_id = 'etl' AND seq = 2")
-    code, _, err = cli(capsys, db, "list", "etl")
-    assert code == 2 and "run 'etl' seq 2 is corrupt" in err
-
-
-def test_corrupt_node_deps_in_show(capsys: pytest.CaptureFixture[str], db: Path) -> None:
-    set_column(db, NODES.name, "deps", "[bad", "run_id = 'etl' AND node_id = 'load' AND seq = 2")
-    code, _, err = cli(capsys, db, "show", "etl", "--seq", "2")
-    assert code == 2 and "run 'etl' seq 2 is corrupt" in err
+@pytest.mark.postgres
+def test_postgres(capsys: pytest.CaptureFixture[str], pg_db: str) -> None:
+    populate(pg_db)
+    runs = cli_json(capsys, pg_db, "runs")
+    assert [(r["run_id"], r["status"], r["last_seq"]) for r in runs] == [
+        ("etl", "paused", 3), ("pickled", "running", 2)
+    ]  # fmt: skip
+    assert [i["seq"] for i in cli_json(capsys, pg_db, "list", "etl")] == [1, 2, 3]
+    assert cli_json(capsys, pg_db, "show", "etl")["counts"]["completed"] == 3
+    assert cli_json(capsys, pg_db, "show", "pickled")["failed"] == ["b"]  # no --allow-pickle
+    code, out, _ = cli(capsys, pg_db, "list", "etl")
+    assert code == 0 and out.splitlines()[3].split()[:2] == ["3", "2"]
+    assert cli_json(capsys, pg_db, "prune", "etl", "--keep", "1")["removed"] == [1, 2]
+    assert cli_json(capsys, pg_db, "export", "etl")["nodes"]["load"]["output"] == "done"
+    assert cli_json(capsys, pg_db, "stats")["checkpoints"] == 3
+    code, _, err = cli(capsys, pg_db, "show", "nope")
+    assert (code, err) == (1, "pitstop: error: no checkpoint for run 'nope'\n")

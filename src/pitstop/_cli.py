@@ -6,98 +6,133 @@ runs, list, show, diff, prune, delete, export and stats. ``--store`` and
 URL; default ``$PITSTOP_STORE``, else ``pitstop.db``. A SQLite file that does not
 exist is an error (inspecting never creates one).
 
-Every checkpoint that ``show``, ``diff`` and ``export`` print is loaded through
-the same verification as ``CheckpointManager.restore_checkpoint`` (checksums and
-schema version). Only JSON payloads are decoded unless ``--allow-pickle`` is
-given, because unpickling can run code.
+Plain functions, no event loop. Read commands open the store read-only
+(``SqlStore(target, readonly=True)``): they never create a file or a table,
+never change the journal mode, and read beside a live writer. ``show``,
+``diff`` and ``export`` load checkpoints with
+``SyncCheckpointManager.load_checkpoint``, which verifies checksums and the
+format version without adopting anything. Statuses need no decoding; only
+``show --outputs``, ``diff --outputs`` and ``export`` decode values, and pickle
+payloads only with ``--allow-pickle`` (unpickling can run code). ``prune`` and
+``delete`` check the run read-only first, then write through the manager.
 
 Exit status:
     0  success
     1  the run (or seq) does not exist (CheckpointNotFound)
     2  any other pitstop error (corrupt checkpoint, newer schema, undecodable
-       payload, store failure), a bad store URL or output file, or bad usage
-    130 interrupted (Ctrl-C)
+       payload, store failure, no pitstop tables), a bad store target or
+       output file, or bad usage
+    130 interrupted (Ctrl-C); 141 stdout closed early (``| head``)
 
-Errors print ``pitstop: error: <message>`` on stderr, never a traceback.
+Errors print ``pitstop: error: <one line>`` on stderr, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
+import re
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from . import _cli_format as fmt
-from ._codec import decode_checkpoint
 from ._errors import CheckpointNotFound, CorruptCheckpoint, PitstopError, SerializationError
-from ._manager import DEFAULT_STORE
-from ._serde import JsonSerializer, PickleSerializer, Serializer
-from ._types import Checkpoint
-from .storage.base import Store
+from ._ops import DEFAULT_STORE
+from ._serde import PickleSerializer
+from ._sync import SyncCheckpointManager
+from ._types import Checkpoint, CheckpointInfo, check_id
+from .storage import _programs as P
+from .storage._programs import Call
+from .storage._urls import parse_target
+from .storage.sql import SqlStore, Store
 
 ENV_STORE = "PITSTOP_STORE"
+PG_CONNECT_TIMEOUT = 10
+"""Seconds to wait for a PostgreSQL server (unless the URL sets connect_timeout)."""
 
-Handler = Callable[[Store, argparse.Namespace], Awaitable[Any]]
+Handler = Callable[[Store, argparse.Namespace], Any]
 
 
 class CliError(Exception):
     """A problem with the command's input (bad store target, unwritable file): exit 2."""
 
 
-async def _verified(store: Store, args: argparse.Namespace, seq: int | None) -> Checkpoint:
-    serializers: dict[str, Serializer] = {"json": JsonSerializer()}
-    if args.allow_pickle:
-        serializers["pickle"] = PickleSerializer()
-    record, rows = await store.load(args.run, seq)
-    return decode_checkpoint(record, rows, serializers)
+# -- store access --------------------------------------------------------------
 
 
-async def _runs(store: Store, args: argparse.Namespace) -> Any:
-    return [fmt.run_data(r) for r in await store.list_runs()]
+def _open(target: str, *, readonly: bool) -> SqlStore:
+    """A store for ``target`` (not yet connected); a missing SQLite file is an error."""
+    try:
+        found = parse_target(target)
+    except (ValueError, TypeError) as exc:
+        raise CliError(f"bad store target: {exc}") from exc
+    kwargs: dict[str, Any] = {}
+    if found.kind == "sqlite":
+        if not Path(found.location).is_file():
+            raise CliError(f"no pitstop store at {target!r} (use --store or ${ENV_STORE})")
+    elif "connect_timeout" not in found.location:
+        kwargs["connect_timeout"] = PG_CONNECT_TIMEOUT
+    return SqlStore(target, readonly=readonly, **kwargs)
 
 
-async def _list(store: Store, args: argparse.Namespace) -> Any:
-    infos = await store.list_checkpoints(args.run)
+def _manager(store: Store, args: argparse.Namespace) -> SyncCheckpointManager:
+    ser = PickleSerializer() if getattr(args, "allow_pickle", False) else None
+    return SyncCheckpointManager(args.run, store=store, enabled=True, serializer=ser)
+
+
+def _infos(store: Store, run_id: str) -> list[CheckpointInfo]:
+    """The run's live checkpoint headers (CorruptCheckpoint on a damaged one)."""
+    return [r.info() for r in store.execute(Call(P.list_checkpoints, (run_id,), False))]
+
+
+def _load(
+    store: Store, mgr: SyncCheckpointManager, seq: int | None, *, outputs: bool
+) -> Checkpoint:
+    """A verified checkpoint (not adopted); outputs stay ``Undecoded`` unless ``outputs``."""
+    try:
+        return mgr.load_checkpoint(seq, outputs=outputs)
+    except (ValueError, TypeError, OverflowError) as exc:
+        # The arguments were checked by the parser, so this is a stored column no
+        # writer produces that slipped past verification: name the checkpoint.
+        if seq is None:
+            run = store.execute(Call(P.run_info, (mgr.run_id,), False))
+            seq = run.latest_seq if run is not None and run.latest_seq is not None else 0
+        why = f"unreadable row ({type(exc).__name__}: {exc})"
+        raise CorruptCheckpoint(mgr.run_id, seq, why) from exc
+
+
+# -- commands ----------------------------------------------------------------
+
+
+def _runs(store: Store, args: argparse.Namespace) -> Any:
+    return [fmt.run_data(r) for r in store.execute(Call(P.list_runs, (), False))]
+
+
+def _list(store: Store, args: argparse.Namespace) -> Any:
+    infos = _infos(store, args.run)
     if not infos:
         raise CheckpointNotFound(args.run)
-    return [{**fmt.info_data(i), "metadata": dict(i.metadata)} for i in infos]
+    return [fmt.list_data(i) for i in infos]
 
 
-async def _show(store: Store, args: argparse.Namespace) -> Any:
-    return fmt.show_data(await _verified(store, args, args.seq), outputs=args.outputs)
+def _show(store: Store, args: argparse.Namespace) -> Any:
+    with _manager(store, args) as mgr:
+        cp = _load(store, mgr, args.seq, outputs=args.outputs)
+    return fmt.show_data(cp, outputs=args.outputs)
 
 
-async def _diff(store: Store, args: argparse.Namespace) -> Any:
-    a = await _verified(store, args, args.a)
-    b = await _verified(store, args, args.b)
-    return fmt.diff_data(a, b)
+def _diff(store: Store, args: argparse.Namespace) -> Any:
+    with _manager(store, args) as mgr:
+        a = _load(store, mgr, args.a, outputs=args.outputs)
+        b = _load(store, mgr, args.b, outputs=args.outputs)
+    return fmt.diff_data(a, b, outputs=args.outputs)
 
 
-async def _prune(store: Store, args: argparse.Namespace) -> Any:
-    if await store.latest_seq(args.run) is None:
-        raise CheckpointNotFound(args.run)
-    removed = await store.prune(args.run, args.keep)
-    kept = [i.seq for i in await store.list_checkpoints(args.run)]
-    return {"run_id": args.run, "removed": removed, "kept": kept}
-
-
-async def _delete(store: Store, args: argparse.Namespace) -> Any:
-    if args.seq is None:
-        seqs = [i.seq for i in await store.list_checkpoints(args.run)]
-    else:
-        seqs = [args.seq]
-    count = await store.delete(args.run, args.seq)  # raises CheckpointNotFound
-    if count != len(seqs):  # a writer changed the run between listing and deleting
-        seqs = seqs[:count]
-    return {"run_id": args.run, "removed": seqs}
-
-
-async def _export(store: Store, args: argparse.Namespace) -> Any:
-    doc = fmt.export_data(await _verified(store, args, args.seq))
+def _export(store: Store, args: argparse.Namespace) -> Any:
+    with _manager(store, args) as mgr:
+        doc = fmt.export_data(_load(store, mgr, args.seq, outputs=True))
     if args.output is None:
         return doc
     text = fmt.dumps(doc) + "\n"
@@ -109,38 +144,52 @@ async def _export(store: Store, args: argparse.Namespace) -> Any:
     return {"run_id": info["run_id"], "seq": info["seq"], "path": args.output, "bytes": len(text)}
 
 
-async def _stats(store: Store, args: argparse.Namespace) -> Any:
-    runs = await store.list_runs()
-    node_rows = 0
-    for r in runs:
-        node_rows += sum(i.nodes_written for i in await store.list_checkpoints(r.run_id))
-    largest = max(runs, key=lambda r: r.size, default=None)
-    return {
-        "runs": len(runs),
-        "checkpoints": sum(r.checkpoints for r in runs),
-        "bytes": sum(r.size for r in runs),
-        "node_rows_written": node_rows,
-        "latest_at": fmt.iso(max((r.latest_at for r in runs), default=None)),
-        "largest_run": None if largest is None else largest.run_id,
-    }
+def _stats(store: Store, args: argparse.Namespace) -> Any:
+    runs = store.execute(Call(P.list_runs, (), False))
+    node_rows = sum(i.nodes_written for r in runs for i in _infos(store, r.run_id))
+    return fmt.stats_data(runs, node_rows)
 
 
-def _export_text(data: Any) -> str:
-    if "path" in data:
-        return f"exported run {data['run_id']!r} seq {data['seq']} to {data['path']}"
-    return fmt.dumps(data)
+def _seqs(store: Store, run_id: str) -> list[int]:
+    """The run's live seqs, headers unchecked: a damaged checkpoint can still be deleted."""
+    seqs = [r.seq for r in store.execute(Call(P.list_checkpoints, (run_id,), False))]
+    if not seqs:
+        raise CheckpointNotFound(run_id)
+    return seqs
+
+
+def _prune(store: Store, args: argparse.Namespace) -> Any:
+    _seqs(store, args.run)  # checked read-only first: a foreign file gets no tables
+    with _open(args.target, readonly=False) as rw, _manager(rw, args) as mgr:
+        removed = mgr.prune(args.keep)
+        kept = [r.seq for r in rw.execute(Call(P.list_checkpoints, (args.run,), False))]
+    return {"run_id": args.run, "removed": removed, "kept": kept}
+
+
+def _delete(store: Store, args: argparse.Namespace) -> Any:
+    seqs = _seqs(store, args.run)  # checked read-only first, as for prune
+    if args.seq is not None:
+        if args.seq not in seqs:
+            raise CheckpointNotFound(args.run, args.seq)
+        seqs = [args.seq]
+    with _open(args.target, readonly=False) as rw, _manager(rw, args) as mgr:
+        count = mgr.delete(args.seq)  # CheckpointNotFound if another writer was first
+    return {"run_id": args.run, "removed": seqs[:count]}
 
 
 _COMMANDS: dict[str, tuple[Handler, Callable[[Any], str], str]] = {
-    "runs": (_runs, fmt.runs_text, "list the runs in the store"),
+    "runs": (_runs, fmt.runs_text, "list the runs in the store and their status"),
     "list": (_list, fmt.list_text, "list the checkpoints of a run"),
-    "show": (_show, fmt.show_text, "restore, verify and summarize one checkpoint"),
+    "show": (_show, fmt.show_text, "verify and summarize one checkpoint"),
     "diff": (_diff, fmt.diff_text, "node-level differences between two checkpoints"),
     "prune": (_prune, fmt.removed_text, "keep only the newest N checkpoints of a run"),
-    "delete": (_delete, fmt.removed_text, "delete a run, or one checkpoint (no prompt)"),
-    "export": (_export, _export_text, "write a verified checkpoint as JSON"),
+    "delete": (_delete, fmt.removed_text, "delete a run's checkpoints, or one (no prompt)"),
+    "export": (_export, fmt.export_text, "write a verified checkpoint as JSON"),
     "stats": (_stats, fmt.stats_text, "totals over the whole store"),
 }
+
+
+# -- arguments -----------------------------------------------------------------
 
 
 def _positive(text: str) -> int:
@@ -151,6 +200,13 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def _run_id(text: str) -> str:
+    try:
+        return check_id("run id", text)
+    except (ValueError, TypeError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -176,10 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
         for name, (_, _, h) in _COMMANDS.items()
     }
     for name in ("list", "show", "diff", "prune", "delete", "export"):
-        cmds[name].add_argument("run", metavar="RUN", help="run id")
+        cmds[name].add_argument("run", metavar="RUN", type=_run_id, help="run id")
     for name in ("show", "delete", "export"):
         cmds[name].add_argument("--seq", type=_positive, help="checkpoint seq (default: latest)")
-    cmds["delete"].description = "Delete every checkpoint of RUN, or only --seq N; no prompt."
+    cmds["delete"].description = (
+        "Delete every checkpoint of RUN, or only --seq N; no prompt. The run's row "
+        "(status, highest seq) stays, so its seqs are never reused."
+    )
     cmds["diff"].add_argument("a", metavar="A", type=_positive, help="seq to compare from")
     cmds["diff"].add_argument("b", metavar="B", type=_positive, help="seq to compare to")
     cmds["prune"].add_argument(
@@ -190,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="how many of the newest checkpoints to keep",
     )
     cmds["show"].add_argument("--outputs", action="store_true", help="also print outputs, state")
+    cmds["diff"].add_argument("--outputs", action="store_true", help="also compare outputs, state")
     cmds["export"].add_argument("-o", "--output", metavar="FILE", help="write to FILE")
     for name in ("show", "diff", "export"):
         cmds[name].add_argument(
@@ -200,29 +260,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _open(target: str) -> Store:
-    from .storage.sql import open_store
-
-    if "://" not in target and target != ":memory:" and not Path(target).is_file():
-        raise CliError(f"no pitstop store at {target!r} (use --store or ${ENV_STORE})")
-    try:
-        return open_store(target)
-    except ValueError as exc:
-        raise CliError(f"bad store {target!r}: {exc}") from exc
+# -- main ----------------------------------------------------------------------
 
 
-async def _dispatch(args: argparse.Namespace, handler: Handler) -> Any:
-    target = args.store or os.environ.get(ENV_STORE) or DEFAULT_STORE
-    async with _open(target) as store:
-        return await handler(store, args)
+def _target(args: argparse.Namespace) -> str:
+    if args.store is not None:  # an explicit --store "" is a mistake, not "the default"
+        return str(args.store)
+    return os.environ.get(ENV_STORE) or DEFAULT_STORE
 
 
-def _hint(exc: PitstopError) -> str | None:
+def _dispatch(args: argparse.Namespace, handler: Handler) -> Any:
+    with _open(args.target, readonly=True) as store:
+        return handler(store, args)
+
+
+def _hint(exc: BaseException) -> str | None:
     if isinstance(exc, SerializationError) and exc.tag == "pickle":
         return "pass --allow-pickle to decode pickle payloads (only for stores you trust)"
     if isinstance(exc, CorruptCheckpoint):
-        return f"older checkpoints may still load: see `pitstop list {exc.run_id}`, then --seq"
+        run = exc.run_id
+        hint = f"other checkpoints may still load (`pitstop show {run} --seq N`)"
+        if exc.seq > 0:
+            hint += f"; `pitstop delete {run} --seq {exc.seq}` removes this one"
+        return hint
     return None
+
+
+def _one_line(text: str) -> str:
+    """The message on one line, any URL password masked."""
+    flat = " ".join(text.split())
+    return re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", flat)
+
+
+def _fail(message: str, hint: str | None = None) -> None:
+    print(f"pitstop: error: {_one_line(message)}", file=sys.stderr)
+    if hint:
+        print(f"pitstop: hint: {hint}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,16 +307,22 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     # Not set_defaults: the parent's actions are shared, so that would reset them.
     args.store, args.json = getattr(args, "store", None), getattr(args, "json", False)
+    args.target = _target(args)
     handler, render, _ = _COMMANDS[args.command]
     try:
-        data = asyncio.run(_dispatch(args, handler))
+        data = _dispatch(args, handler)
+        print(fmt.dumps(data) if args.json else render(data), flush=True)
     except (PitstopError, CliError) as exc:
-        print(f"pitstop: error: {exc}", file=sys.stderr)
-        hint = _hint(exc) if isinstance(exc, PitstopError) else None
-        if hint:
-            print(f"pitstop: hint: {hint}", file=sys.stderr)
+        _fail(str(exc), _hint(exc))
         return 1 if isinstance(exc, CheckpointNotFound) else 2
     except KeyboardInterrupt:
         return 130
-    print(fmt.dumps(data) if args.json else render(data))
+    except BrokenPipeError:
+        # The reader went away (``pitstop export x | head``); keep the interpreter
+        # from failing again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except Exception as exc:  # a bug, or damage nothing above recognised
+        _fail(f"unexpected {type(exc).__name__}: {exc} (please report this)")
+        return 2
     return 0

@@ -2,17 +2,20 @@
 
 Every command first builds plain JSON data (what ``--json`` prints); the text
 renderers below turn that same data into tables, so both views always agree.
-Timestamps are ISO 8601 in UTC: full precision in JSON, seconds in text.
+Timestamps are ISO 8601 in UTC: full precision in JSON, seconds in text. A
+stored time that is not a time (damage) prints as ``invalid time <value>``
+instead of stopping the command.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from ._types import Checkpoint, CheckpointInfo, NodeState, NodeStatus, RunInfo
+from ._types import Checkpoint, CheckpointInfo, NodeState, NodeStatus, RunInfo, RunStatus
 
 Data = dict[str, Any]
 
@@ -23,17 +26,39 @@ _BY_STATUS = {
     NodeStatus.FAILED: "failed",
     NodeStatus.PENDING: "pending",
 }
+ERROR_WIDTH = 60
+"""Characters of a run's error shown by ``pitstop runs`` (``--json`` has all of it)."""
 
 
-def iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
+def valid_time(ts: object) -> float | None:
+    """``ts`` as a float when it is a time datetime can represent, else None."""
+    if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts):
+        return None
+    try:
+        datetime.fromtimestamp(ts, UTC)
+    except (OverflowError, ValueError, OSError):
+        return None
+    return float(ts)
+
+
+def iso(ts: object) -> str | None:
+    """ISO 8601 UTC for a stored time; never raises, whatever the column held."""
+    if ts is None:
+        return None
+    good = valid_time(ts)
+    if good is None:
+        return f"invalid time {ts!r}"
+    return datetime.fromtimestamp(good, UTC).isoformat()
 
 
 def when(value: str | None) -> str:
     """An ISO timestamp from the data, shortened to seconds for text."""
     if value is None:
         return "-"
-    return datetime.fromisoformat(value).strftime("%Y-%m-%d %H:%M:%SZ")
+    try:
+        return datetime.fromisoformat(value).strftime("%Y-%m-%d %H:%M:%SZ")
+    except ValueError:
+        return value  # "invalid time ..." from iso()
 
 
 def jsonable(value: Any) -> tuple[Any, bool]:
@@ -50,13 +75,27 @@ def dumps(data: Any) -> str:
     return json.dumps(data, indent=2, sort_keys=False)
 
 
+def _cell(value: object) -> str:
+    # A label or run id holding a newline or a tab must not break the table.
+    text = "-" if value is None else str(value)
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     cells = [[str(h).upper() for h in headers]]
-    cells += [["-" if c is None else str(c) for c in row] for row in rows]
+    cells += [[_cell(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells
     )
+
+
+def shorten(text: str | None, width: int = ERROR_WIDTH) -> str | None:
+    """One line of at most ``width`` characters (whitespace runs collapsed)."""
+    if text is None:
+        return None
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 3] + "..."
 
 
 # -- data builders -----------------------------------------------------------
@@ -65,11 +104,18 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 def run_data(r: RunInfo) -> Data:
     return {
         "run_id": r.run_id,
+        "status": str(r.status),
+        "attempt": r.attempt,
+        "can_resume": r.can_resume,
         "checkpoints": r.checkpoints,
-        "first_seq": r.first_seq,
         "latest_seq": r.latest_seq,
+        "last_seq": r.last_seq,
         "latest_at": iso(r.latest_at),
         "size": r.size,
+        "started_at": iso(r.started_at),
+        "ended_at": iso(r.ended_at),
+        "error": r.error,
+        "graph_fingerprint": r.graph_fingerprint,
     }
 
 
@@ -79,6 +125,8 @@ def info_data(i: CheckpointInfo) -> Data:
         "run_id": i.run_id,
         "seq": i.seq,
         "parent_seq": i.parent_seq,
+        "root_seq": i.root_seq,
+        "snapshot": i.snapshot,
         "created_at": iso(i.created_at),
         "trigger": i.trigger,
         "label": i.label,
@@ -88,7 +136,12 @@ def info_data(i: CheckpointInfo) -> Data:
         "checksum": i.checksum,
         "size": i.size,
         "nodes_written": i.nodes_written,
+        "node_count": i.node_count,
     }
+
+
+def list_data(i: CheckpointInfo) -> Data:
+    return {**info_data(i), "metadata": dict(i.metadata)}
 
 
 def node_data(n: NodeState) -> Data:
@@ -108,6 +161,7 @@ def node_data(n: NodeState) -> Data:
 
 
 def show_data(cp: Checkpoint, *, outputs: bool) -> Data:
+    """Statuses always; values only with ``outputs`` (the checkpoint was decoded)."""
     groups: dict[str, list[str]] = {s: [] for s in _STATUSES}
     for node_id in sorted(cp.nodes):
         groups[_BY_STATUS[cp.nodes[node_id].status]].append(node_id)
@@ -147,8 +201,13 @@ def export_data(cp: Checkpoint) -> Data:
     }
 
 
-def diff_data(a: Checkpoint, b: Checkpoint) -> Data:
-    """Node-level changes from checkpoint ``a`` to ``b`` (outputs compared with ``==``)."""
+def diff_data(a: Checkpoint, b: Checkpoint, *, outputs: bool) -> Data:
+    """Node-level changes from checkpoint ``a`` to ``b``.
+
+    Outputs and state are compared (with ``==``) only when both were decoded
+    (``outputs``); otherwise ``state_changed`` is None and no node says
+    ``output_changed``.
+    """
     changes: list[Data] = []
     for node_id in sorted(set(a.nodes) | set(b.nodes)):
         old, new = a.nodes.get(node_id), b.nodes.get(node_id)
@@ -162,7 +221,7 @@ def diff_data(a: Checkpoint, b: Checkpoint) -> Data:
         entry: Data = {"node_id": node_id, "change": "changed"}
         if old.status is not new.status:
             entry["status"] = [str(old.status), str(new.status)]
-        if old.output != new.output:
+        if outputs and old.output != new.output:
             entry["output_changed"] = True
         if old.attempt != new.attempt:
             entry["attempt"] = [old.attempt, new.attempt]
@@ -177,8 +236,23 @@ def diff_data(a: Checkpoint, b: Checkpoint) -> Data:
         "from_seq": a.seq,
         "to_seq": b.seq,
         "nodes": changes,
-        "state_changed": a.state != b.state,
+        "outputs_compared": outputs,
+        "state_changed": (a.state != b.state) if outputs else None,
         "metadata_changed": dict(a.metadata) != dict(b.metadata),
+    }
+
+
+def stats_data(runs: Sequence[RunInfo], node_rows: int) -> Data:
+    times = [t for t in (valid_time(r.latest_at) for r in runs) if t is not None]
+    largest = max(runs, key=lambda r: r.size, default=None)
+    return {
+        "runs": len(runs),
+        "by_status": {str(s): sum(r.status is s for r in runs) for s in RunStatus},
+        "checkpoints": sum(r.checkpoints for r in runs),
+        "bytes": sum(r.size for r in runs),
+        "node_rows_written": node_rows,
+        "latest_at": iso(max(times, default=None)),
+        "largest_run": None if largest is None else largest.run_id,
     }
 
 
@@ -188,24 +262,20 @@ def diff_data(a: Checkpoint, b: Checkpoint) -> Data:
 def runs_text(data: list[Data]) -> str:
     if not data:
         return "no runs"
-    head = ("run_id", "checkpoints", "first", "latest", "latest_at", "size")
-    keys = ("run_id", "checkpoints", "first_seq", "latest_seq", "latest_at", "size")
-    return table(head, [[when(r[k]) if k == "latest_at" else r[k] for k in keys] for r in data])
+    head = ("run_id", "status", "attempt", "checkpoints", "latest", "last_seq", "latest_at",
+            "size", "error")  # fmt: skip
+    keys = ("run_id", "status", "attempt", "checkpoints", "latest_seq", "last_seq")
+    rows = [
+        [*(r[k] for k in keys), when(r["latest_at"]), r["size"], shorten(r["error"])] for r in data
+    ]
+    return table(head, rows)
 
 
 def list_text(data: list[Data]) -> str:
-    head = ("seq", "parent", "created", "trigger", "label", "node", "written", "size", "ser")
-    keys = (
-        "seq",
-        "parent_seq",
-        "created_at",
-        "trigger",
-        "label",
-        "node",
-        "nodes_written",
-        "size",
-        "serializer",
-    )
+    head = ("seq", "parent", "created", "trigger", "label", "node", "written", "nodes", "size",
+            "ser")  # fmt: skip
+    keys = ("seq", "parent_seq", "created_at", "trigger", "label", "node", "nodes_written",
+            "node_count", "size", "serializer")  # fmt: skip
     return table(head, [[when(r[k]) if k == "created_at" else r[k] for k in keys] for r in data])
 
 
@@ -216,19 +286,10 @@ def _short(value: Any) -> str:
 def show_text(data: Data) -> str:
     i = data["info"]
     lines = [f"run {i['run_id']!r} seq {i['seq']} (checksums verified)"]
-    fields = (
-        "parent_seq",
-        "trigger",
-        "label",
-        "node",
-        "serializer",
-        "schema_version",
-        "size",
-        "nodes_written",
-        "checksum",
-    )
+    fields = ("parent_seq", "root_seq", "trigger", "label", "node", "serializer",
+              "schema_version", "size", "nodes_written", "node_count", "checksum")  # fmt: skip
     lines.append(f"  {'created':<15}{when(i['created_at'])}")
-    lines += [f"  {k:<15}{'-' if i[k] is None else i[k]}" for k in fields]
+    lines += [f"  {k:<15}{_cell(i[k])}" for k in fields]
     c = data["counts"]
     lines.append("nodes: " + ", ".join(f"{c[s]} {s}" for s in ("total", *_STATUSES)))
     lines += [f"  {s:<15}{', '.join(data[s]) or '-'}" for s in _STATUSES]
@@ -261,7 +322,10 @@ def diff_text(data: Data) -> str:
         rows.append([e["node_id"], "; ".join(parts)])
     lines.append(table(("node", "change"), rows) if rows else "no node changes")
     yes = {True: "yes", False: "no"}
-    lines.append(f"state changed: {yes[data['state_changed']]}")
+    if data["outputs_compared"]:
+        lines.append(f"state changed: {yes[data['state_changed']]}")
+    else:
+        lines.append("outputs, state: not compared (add --outputs)")
     lines.append(f"metadata changed: {yes[data['metadata_changed']]}")
     return "\n".join(lines)
 
@@ -275,6 +339,18 @@ def removed_text(data: Data) -> str:
     return text
 
 
+def export_text(data: Data) -> str:
+    if "path" in data:
+        return f"exported run {data['run_id']!r} seq {data['seq']} to {data['path']}"
+    return dumps(data)
+
+
 def stats_text(data: Data) -> str:
-    rows = [[k.replace("_", " "), when(v) if k == "latest_at" else v] for k, v in data.items()]
+    rows = []
+    for k, v in data.items():
+        if k == "latest_at":
+            v = when(v)
+        elif k == "by_status":
+            v = ", ".join(f"{n} {s}" for s, n in v.items())
+        rows.append((k.replace("_", " "), v))
     return "\n".join(f"{k:<20}{v}" for k, v in rows)

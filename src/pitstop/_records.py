@@ -100,6 +100,11 @@ def _check_header(r: CheckpointRecord) -> None:
     for name in ("trigger", "serializer", "checksum", "manifest"):
         if not isinstance(getattr(r, name), str):
             raise TypeError(f"{name} is not text")
+    for name in ("label", "node"):
+        if not isinstance(getattr(r, name), (str, type(None))):
+            raise TypeError(f"{name} is not text")
+    if not isinstance(r.parent_seq, (int, type(None))) or isinstance(r.parent_seq, bool):
+        raise TypeError("parent_seq is not a seq")
 
 
 def deps_text(deps: tuple[str, ...]) -> str:

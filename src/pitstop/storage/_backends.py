@@ -94,10 +94,7 @@ class SqliteBackend:
             if path is None:
                 conn = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
             elif self.readonly:
-                if not os.path.exists(path):
-                    raise StoreError(f"no SQLite file at {path!r} (opened read-only)")
-                conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True,
-                                       check_same_thread=False, isolation_level=None)  # fmt: skip
+                conn = self._connect_readonly(path)
             else:
                 conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         except sqlite3.Error as exc:
@@ -110,6 +107,25 @@ class SqliteBackend:
         except BaseException:
             conn.close()
             raise
+        return conn
+
+    @staticmethod
+    def _connect_readonly(path: str) -> sqlite3.Connection:
+        if not os.path.exists(path):
+            raise StoreError(f"no SQLite file at {path!r} (opened read-only)")
+        uri = f"file:{quote(path)}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+        try:
+            conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        except sqlite3.OperationalError:
+            # A WAL file in a directory we cannot write: SQLite cannot create the
+            # -shm index. With no -wal file, every commit is in the main file, so
+            # reading it as immutable sees all of them.
+            conn.close()
+            if os.path.exists(path + "-wal"):
+                raise
+            conn = sqlite3.connect(uri + "&immutable=1", uri=True, check_same_thread=False,
+                                   isolation_level=None)  # fmt: skip
         return conn
 
     def _ensure_schema(self, conn: sqlite3.Connection) -> None:

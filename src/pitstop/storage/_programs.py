@@ -12,9 +12,9 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
-from .._errors import CheckpointNotFound, CorruptCheckpoint, StaleBaseError
+from .._errors import CheckpointNotFound, CorruptCheckpoint, StaleBaseError, StoreError
 from .._records import CheckpointRecord, NodeRow, deps_from_text, deps_text
-from .._types import RunInfo, RunStatus
+from .._types import RunInfo, RunStatus, check_time
 
 if TYPE_CHECKING:
     from .._core import RunFields, SavePlan
@@ -81,7 +81,15 @@ def _node(r: Sequence[Any]) -> NodeRow:
 def _run(run_id: str, r: Sequence[Any], n: int | None, latest: int | None,
          total: int | None, latest_at: float | None) -> RunInfo:  # fmt: skip
     status, attempt, started, ended, error, fingerprint, last_seq = r
-    return RunInfo(run_id, RunStatus(status), attempt, started, ended, error, fingerprint,
+    try:
+        status = RunStatus(status)
+        for t in (started, ended):
+            check_time("a run time", t)
+        if isinstance(last_seq, bool) or not isinstance(last_seq, int):
+            raise TypeError(f"last_seq is {last_seq!r}")
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"run {run_id!r} has a damaged row in pitstop_runs: {exc}") from exc
+    return RunInfo(run_id, status, attempt, started, ended, error, fingerprint,
                    last_seq, n or 0, latest, latest_at, int(total or 0))  # fmt: skip
 
 

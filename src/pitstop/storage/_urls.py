@@ -57,5 +57,5 @@ def parse_target(target: str | os.PathLike[str]) -> Target:
     looks_like_url = _SCHEME_COLON.match(target) or _KNOWN_SLASHES.match(target)
     if looks_like_url and _DRIVE.match(target) is None:
         raise ValueError(f"{target!r} looks like a URL but is not one (expected scheme://...); "
-                         "for a file, pass a pathlib.Path")  # fmt: skip
+                         "for a file of that name, write ./ before it")  # fmt: skip
     return Target("sqlite", target)
