@@ -367,3 +367,18 @@ async def test_strict_arguments(store: Store, twin: MakeTwin) -> None:
         with pytest.raises(TypeError):
             await m.prune(keep)
     assert [i.seq for i in await m.list_checkpoints()] == [1]
+
+
+async def test_failed_run_is_recorded_even_when_its_checkpoint_fails(
+    store: Store, twin: MakeTwin
+) -> None:
+    m = twin("r", store=store, policy=CheckpointPolicy(every_n_nodes=1))
+    await m.on_run_start(graph=GRAPH)
+    await run_nodes(m, "a")
+    m.m.state = {"bad": object()}  # the run_failed save cannot encode this
+    boom = RuntimeError("node b crashed")
+    await m.on_run_end(success=False, error=boom)
+    run = await m.run_info()
+    assert run is not None and run.status is RunStatus.FAILED
+    assert run.error == "RuntimeError: node b crashed"
+    assert [i.trigger for i in await m.list_checkpoints()] == ["every_n_nodes"]

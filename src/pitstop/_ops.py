@@ -464,10 +464,20 @@ class ManagerBase:
                 return self._delete_finished()
             return self._set_status() if core.has_row else None
         if self.policy.on_failure:
-            prog: Program[None] | None = self._auto("run_failed")
+            prog: Program[None] | None = self._save_failed_run()
         else:
             prog = self._set_status() if core.has_row else None
         return prog if prog is None or error is None else self._shielding(prog, error)
+
+    def _save_failed_run(self) -> Program[None]:
+        try:
+            yield from self._save("run_failed", None, None, None)
+        except PitstopError:
+            if self._core.has_row:  # the checkpoint failed: record the failure at least
+                with contextlib.suppress(PitstopError):
+                    yield Call(P.set_run, (self._core.run_fields(),), True)
+            if self.policy.on_error == "raise":
+                raise
 
     def _delete_finished(self) -> Program[None]:
         yield from self._set_status()
