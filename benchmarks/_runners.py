@@ -1,7 +1,7 @@
-"""Minimal async runners used to measure what pitstop's hook sites cost.
+"""Minimal runners and workflows used to measure what pitstop's hook sites cost.
 
-Each runner awaits ``N`` no-op async nodes one after another. They differ only
-in how they talk to a ``CheckpointManager``:
+The sync loop runner calls ``N`` no-op nodes one after another. Its three forms
+differ only in how they talk to a ``SyncCheckpointManager``:
 
 - ``run_plain``: no hook code at all (the baseline);
 - ``run_site_guard``: ``if mgr.enabled:`` before every hook call (one truthiness
@@ -11,99 +11,92 @@ in how they talk to a ``CheckpointManager``:
   is one attribute read per run).
 
 The hook-free loops are deliberately written out three times instead of shared:
-a helper call would add a coroutine frame per run that the baseline does not pay.
+a helper call would add a frame per run that the baseline does not pay.
+
+The async runner is ``examples/dag_runner.py`` itself (``run_dag_plain`` and
+``run_dag(guard="site" | "once")``); ``dag_workflow`` builds its input.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from pytest_benchmark.fixture import BenchmarkFixture
+from dag_runner import Node
 
-from pitstop import CheckpointManager
+from pitstop import SyncCheckpointManager
 
-T = TypeVar("T")
+SyncNode = Callable[[], Any]
+"""A workflow node of the sync runner: a callable taking no arguments."""
 
-Node = Callable[[], Awaitable[Any]]
-"""A workflow node: an async callable taking no arguments."""
-
-Workflow = Sequence[tuple[str, Node]]
+SyncWorkflow = Sequence[tuple[str, SyncNode]]
 """Nodes in execution order, each with its id."""
 
 
-async def noop() -> None:
+def noop() -> None:
     """A node that does nothing (so the runner's own cost dominates)."""
     return None
 
 
-def make_workflow(n: int) -> list[tuple[str, Node]]:
+async def anoop(*deps: Any) -> None:
+    """An async node that does nothing with its dependencies' outputs."""
+    return None
+
+
+def sync_workflow(n: int) -> list[tuple[str, SyncNode]]:
     """``n`` no-op nodes named ``n0`` .. ``n{n-1}``."""
     return [(f"n{i}", noop) for i in range(n)]
 
 
-async def run_plain(nodes: Workflow) -> int:
+def dag_workflow(n: int, width: int = 10) -> list[Node]:
+    """``n`` no-op async nodes in levels of ``width``; node i depends on node i - width."""
+    return [Node(f"n{i}", anoop, () if i < width else (f"n{i - width}",)) for i in range(n)]
+
+
+def run_plain(nodes: SyncWorkflow) -> int:
     """Baseline: no hook code at all; returns how many nodes ran."""
     done = 0
     for _node_id, node in nodes:
-        await node()
+        node()
         done += 1
     return done
 
 
-async def run_site_guard(nodes: Workflow, mgr: CheckpointManager) -> int:
+def run_site_guard(nodes: SyncWorkflow, mgr: SyncCheckpointManager) -> int:
     """Guard every hook site with ``if mgr.enabled:`` (the documented per-site pattern)."""
     if mgr.enabled:
-        await mgr.on_run_start()
+        mgr.on_run_start()
     done = 0
     for node_id, node in nodes:
         if mgr.enabled:
-            await mgr.on_node_start(node_id=node_id)
-        output = await node()
+            mgr.on_node_start(node_id=node_id)
+        output = node()
         if mgr.enabled:
-            await mgr.on_node_finish(node_id=node_id, output=output)
+            mgr.on_node_finish(node_id=node_id, output=output)
         done += 1
     if mgr.enabled:
-        await mgr.on_run_end(success=True)
+        mgr.on_run_end(success=True)
     return done
 
 
-async def run_once(nodes: Workflow, mgr: CheckpointManager) -> int:
+def run_once(nodes: SyncWorkflow, mgr: SyncCheckpointManager) -> int:
     """Read ``mgr.enabled`` once per run; when off, run the same loop as ``run_plain``."""
     if mgr.enabled:
-        return await _run_hooked(nodes, mgr)
+        return _run_hooked(nodes, mgr)
     done = 0
     for _node_id, node in nodes:
-        await node()
+        node()
         done += 1
     return done
 
 
-async def _run_hooked(nodes: Workflow, mgr: CheckpointManager) -> int:
-    await mgr.on_run_start()
+def _run_hooked(nodes: SyncWorkflow, mgr: SyncCheckpointManager) -> int:
+    mgr.on_run_start()
     done = 0
     for node_id, node in nodes:
-        await mgr.on_node_start(node_id=node_id)
-        output = await node()
-        await mgr.on_node_finish(node_id=node_id, output=output)
+        mgr.on_node_start(node_id=node_id)
+        output = node()
+        mgr.on_node_finish(node_id=node_id, output=output)
         done += 1
-    await mgr.on_run_end(success=True)
+    mgr.on_run_end(success=True)
     return done
-
-
-def pedantic(
-    benchmark: BenchmarkFixture,
-    target: Callable[[], T],
-    *,
-    rounds: int,
-    warmup_rounds: int = 0,
-    setup: Callable[[], None] | None = None,
-) -> T:
-    """``benchmark.pedantic`` with a type (pytest-benchmark leaves it untyped).
-
-    One call of ``target`` per round, so ``setup`` (untimed) can run before each.
-    """
-    result: T = benchmark.pedantic(  # type: ignore[no-untyped-call]
-        target, setup=setup, rounds=rounds, warmup_rounds=warmup_rounds, iterations=1
-    )
-    return result

@@ -1,78 +1,76 @@
-"""What a disabled (and an enabled) CheckpointManager costs a runner.
+"""What a disabled manager costs a runner: nothing once per run, a few ns per guarded site.
 
-Each group (one per N) holds, side by side in the same run:
+Two runners, each in three forms side by side (interleaved round by round):
 
-- ``plain``: no hook code at all (the "off" baseline);
-- ``site_guard``: ``if mgr.enabled:`` at every hook site, manager disabled;
-- ``once``: ``mgr.enabled`` read once per run, manager disabled;
-- ``enabled``: the site-guard runner with an enabled manager on a MemoryStore and
-  no policy (hook bookkeeping only; nothing is saved), for information.
+- async: ``examples/dag_runner.py``, the DAG runner users copy. ``plain`` is
+  ``run_dag_plain`` (no hook code: the baseline); ``once`` and ``site_guard``
+  are ``run_dag(guard="once" | "site")`` with a disabled ``CheckpointManager``.
+  The graph: N no-op async nodes in levels of 10, each depending on the node
+  10 before it. A round is one whole run, timed inside the module's event loop.
+- sync: the loop runner of ``_runners.py`` over N no-op sync nodes with a
+  disabled ``SyncCheckpointManager``: ``plain`` (no hook code), ``once`` (flag
+  read once per run), ``site_guard`` (``if mgr.enabled:`` at every site).
 
-A round is one whole run of N no-op async nodes on the module's event loop.
+The target: ``once`` within noise of ``plain`` (p50 ratio <= 1.02) at every N.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
-from typing import Any
+import time
 
 import pytest
-from _runners import Workflow, make_workflow, pedantic, run_once, run_plain, run_site_guard
-from pytest_benchmark.fixture import BenchmarkFixture
+from _harness import Recorder, Sample, interleave, timed_async
+from _runners import dag_workflow, run_once, run_plain, run_site_guard, sync_workflow
+from dag_runner import run_dag, run_dag_plain
 
-from pitstop import CheckpointManager, MemoryStore
+from pitstop import CheckpointManager, SyncCheckpointManager
 
-SIZES = [100, 1_000, 10_000]
-# Rounds per size: a few tenths of a second per disabled variant (a few seconds for
-# "enabled"), enough for medians that repeat to about 1% on a quiet machine.
-ROUNDS = {100: 20_000, 1_000: 3_000, 10_000: 300}
-WARMUP = {100: 1_000, 1_000: 100, 10_000: 10}
-
-Factory = Callable[[Workflow, CheckpointManager], Coroutine[Any, Any, int]]
+DAG_ROUNDS = {100: 1_000, 1_000: 100}
+LOOP_ROUNDS = {100: 20_000, 1_000: 3_000, 10_000: 300}
 
 
-async def _plain(nodes: Workflow, mgr: CheckpointManager) -> int:
-    return await run_plain(nodes)
+@pytest.mark.parametrize("n", list(DAG_ROUNDS), ids=lambda n: f"N={n}")
+def test_async_dag(recorder: Recorder, loop: asyncio.AbstractEventLoop, n: int) -> None:
+    nodes = dag_workflow(n)
+    mgr = CheckpointManager("bench-overhead")  # disabled, the default
+    assert not mgr.enabled
+    variants = {
+        "plain": timed_async(loop, lambda: run_dag_plain(nodes)),
+        "once": timed_async(loop, lambda: run_dag(nodes, manager=mgr, guard="once")),
+        "site_guard": timed_async(loop, lambda: run_dag(nodes, manager=mgr, guard="site")),
+    }
+    rounds = DAG_ROUNDS[n]
+    summaries = interleave(variants, rounds=rounds, warmup=max(1, rounds // 20))
+    recorder.add("overhead", "async DAG", n, "run", summaries)
+    outputs = loop.run_until_complete(run_dag(nodes, manager=mgr, guard="once"))
+    assert len(outputs) == n
 
 
-VARIANTS: dict[str, tuple[Factory, bool]] = {
-    "plain": (_plain, False),
-    "once": (run_once, False),
-    "site_guard": (run_site_guard, False),
-    "enabled": (run_site_guard, True),
-}
+@pytest.mark.parametrize("n", list(LOOP_ROUNDS), ids=lambda n: f"N={n}")
+def test_sync_loop(recorder: Recorder, n: int) -> None:
+    nodes = sync_workflow(n)
+    mgr = SyncCheckpointManager("bench-overhead")  # disabled, the default
+    assert not mgr.enabled
 
+    # Written out three times so each sample is the runner call and nothing else.
+    def plain() -> int:
+        t0 = time.perf_counter_ns()
+        run_plain(nodes)
+        return time.perf_counter_ns() - t0
 
-# Variant varies fastest: each group's members run back to back (less drift
-# between a baseline and its variants), "once" right after "plain".
-@pytest.mark.parametrize("variant", list(VARIANTS))
-@pytest.mark.parametrize("n", SIZES, ids=lambda n: f"N={n}")
-def test_overhead(
-    benchmark: BenchmarkFixture, loop: asyncio.AbstractEventLoop, variant: str, n: int
-) -> None:
-    factory, enabled = VARIANTS[variant]
-    nodes = make_workflow(n)
-    benchmark.group = f"overhead N={n}"
-    benchmark.extra_info.update(kind="overhead", variant=variant, n=n)
-    managers: list[CheckpointManager] = []
+    def once() -> int:
+        t0 = time.perf_counter_ns()
+        run_once(nodes, mgr)
+        return time.perf_counter_ns() - t0
 
-    def fresh_manager() -> None:
-        # A new manager per round: every round is a first run (no bookkeeping left
-        # over from the previous one), which is what "enabled" should show.
-        mgr = CheckpointManager("bench-overhead", store=MemoryStore(), enabled=enabled)
-        managers[:] = [mgr]
+    def site_guard() -> int:
+        t0 = time.perf_counter_ns()
+        run_site_guard(nodes, mgr)
+        return time.perf_counter_ns() - t0
 
-    if variant == "plain":
-        # The baseline must not even see a manager: run_plain is called directly.
-        def target() -> int:
-            return loop.run_until_complete(run_plain(nodes))
-    else:
-
-        def target() -> int:
-            return loop.run_until_complete(factory(nodes, managers[-1]))
-
-    done = pedantic(
-        benchmark, target, rounds=ROUNDS[n], warmup_rounds=WARMUP[n], setup=fresh_manager
-    )
-    assert done == n
+    variants: dict[str, Sample] = {"plain": plain, "once": once, "site_guard": site_guard}
+    rounds = LOOP_ROUNDS[n]
+    summaries = interleave(variants, rounds=rounds, warmup=rounds // 20)
+    recorder.add("overhead", "sync loop", n, "run", summaries)
+    assert run_once(nodes, mgr) == n
