@@ -84,7 +84,7 @@ class SavePlan:
         total = 0 if self.snapshot else self.base_manifest
         terms = {}
         for row in self.rows:
-            row = replace(row, seq=seq, checksum=node_checksum(run_id, seq, row))
+            row = row._replace(seq=seq, checksum=node_checksum(run_id, seq, row))
             term = manifest_term(row.checksum)
             total += term - base.get(row.node_id, 0)
             terms[row.node_id] = term
@@ -113,6 +113,7 @@ class RunCore:
     ) -> None:
         self.run_id = check_id("run_id", run_id)
         self.serializer = serializer
+        self.tag = serializer.tag
         self.policy = policy
         self.metadata = dict(metadata)
         encode_metadata(self.metadata)  # refuse bad metadata at construction
@@ -158,7 +159,8 @@ class RunCore:
                 for node_id, deps in graph.items():
                     if node_id not in self.rows:
                         check_id("node_id", node_id)
-                        self.rows[node_id] = self._row(node_id, _PENDING, deps=tuple(deps))
+                        self.rows[node_id] = NodeRow(node_id, _PENDING, 0, None, None, None,
+                                                     tuple(deps), self.tag, None)  # fmt: skip
                         self.dirty.add(node_id)
                 self.graph_fp = graph_fingerprint(graph)
             self.status = RunStatus.RUNNING
@@ -176,25 +178,22 @@ class RunCore:
         added, removed = new.keys() - old.keys(), old.keys() - new.keys()
         raise GraphMismatch(self.run_id, added=added, removed=removed, changed=changed)
 
-    def _row(self, node_id: str, status: str, **fields: Any) -> NodeRow:
-        old = self.rows.get(node_id)
-        base: dict[str, Any] = {"attempt": 0, "error": None, "started_at": None,
-                                "finished_at": None, "deps": (), "output": None,
-                                "serializer": self.serializer.tag}  # fmt: skip
-        if old is not None:
-            base.update(attempt=old.attempt, started_at=old.started_at, deps=old.deps)
-        base.update(fields)
-        return NodeRow(node_id=node_id, status=status, **base)
+    # Hooks run on the runner's hot path: each builds the node's new row in one
+    # call (rows are immutable named tuples, replaced whole under the lock).
 
     def node_started(self, node_id: str) -> None:
-        if node_id not in self.rows:
+        rows = self.rows
+        if node_id not in rows:
             check_id("node_id", node_id)
+        now = time.time()
         with self.lock:
-            old = self.rows.get(node_id)
-            attempt = 1 if old is None else old.attempt + 1
+            old = rows.get(node_id)
             # A re-run drops the previous output and error: they no longer hold.
-            self.rows[node_id] = self._row(node_id, _RUNNING, attempt=attempt,
-                                           started_at=time.time())  # fmt: skip
+            if old is None:
+                rows[node_id] = NodeRow(node_id, _RUNNING, 1, None, now, None, (), self.tag, None)
+            else:
+                rows[node_id] = NodeRow(node_id, _RUNNING, old.attempt + 1, None, now, None,
+                                        old.deps, self.tag, None)  # fmt: skip
             self.dirty.add(node_id)
 
     def node_finished(self, node_id: str, output: Any) -> str | None:
@@ -205,7 +204,8 @@ class RunCore:
         Raises:
             SerializationError: the output cannot be encoded; the node stays as it was.
         """
-        if node_id not in self.rows:
+        rows = self.rows
+        if node_id not in rows:
             check_id("node_id", node_id)
         try:
             blob = self.serializer.dumps(output)
@@ -213,20 +213,31 @@ class RunCore:
             raise SerializationError(
                 f"output: {exc.message}", tag=exc.tag, node_id=node_id
             ) from exc
+        now = time.time()
         with self.lock:
-            old = self.rows.get(node_id)
-            first = old is None or old.status != _COMPLETED
-            self.rows[node_id] = self._row(node_id, _COMPLETED, output=blob,
-                                           finished_at=time.time())  # fmt: skip
+            old = rows.get(node_id)
+            if old is None:
+                rows[node_id] = NodeRow(node_id, _COMPLETED, 0, None, None, now, (), self.tag, blob)
+            else:
+                rows[node_id] = NodeRow(node_id, _COMPLETED, old.attempt, None, old.started_at,
+                                        now, old.deps, self.tag, blob)  # fmt: skip
             self.dirty.add(node_id)
-            return self.clock.finished(node_id) if first else None
+            if old is not None and old.status == _COMPLETED:
+                return None
+            return self.clock.finished(node_id)
 
     def node_failed(self, node_id: str, error: BaseException | str) -> None:
-        if node_id not in self.rows:
+        rows = self.rows
+        if node_id not in rows:
             check_id("node_id", node_id)
+        text, now = error_text(error), time.time()
         with self.lock:
-            self.rows[node_id] = self._row(node_id, _FAILED, error=error_text(error),
-                                           finished_at=time.time())  # fmt: skip
+            old = rows.get(node_id)
+            if old is None:
+                rows[node_id] = NodeRow(node_id, _FAILED, 0, text, None, now, (), self.tag, None)
+            else:
+                rows[node_id] = NodeRow(node_id, _FAILED, old.attempt, text, old.started_at, now,
+                                        old.deps, self.tag, None)  # fmt: skip
             self.dirty.add(node_id)
 
     def paused(self) -> None:

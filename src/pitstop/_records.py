@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ._errors import CorruptCheckpoint
 from ._serde import decode_metadata
@@ -14,9 +15,12 @@ _MAX_TIME = 253_402_300_800.0
 """Seconds since the epoch of year 10000: a stored time past it is damage, not a date."""
 
 
-@dataclass(frozen=True, slots=True)
-class NodeRow:
-    """One node's state as stored: written only by checkpoints where it changed."""
+class NodeRow(NamedTuple):
+    """One node's state as stored: written only by checkpoints where it changed.
+
+    A named tuple: hooks build one per node event and a restore one per node,
+    so creating it must be cheap (a frozen dataclass costs several times more).
+    """
 
     node_id: str
     status: str

@@ -76,7 +76,7 @@ def convert_run(cur: Cursor, dialect: Dialect, run_id: str, now: float) -> None:
         cur.execute(q("UPDATE pitstop_node_states SET checksum = ? WHERE run_id = ? "
                       "AND node_id = ? AND seq = ?"),
                     (fresh, run_id, row.node_id, row.seq))  # fmt: skip
-        by_seq.setdefault(row.seq, []).append(NodeRow(**{**_fields(row), "checksum": fresh}))
+        by_seq.setdefault(row.seq, []).append(row._replace(checksum=fresh))
     cur.execute(q("SELECT seq, created_at, trigger, label, node, serializer, metadata, state, "
                   "size, nodes_written, checksum, parent_seq FROM pitstop_checkpoints "
                   "WHERE run_id = ? ORDER BY seq"), (run_id,))  # fmt: skip
