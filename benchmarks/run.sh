@@ -15,6 +15,9 @@ PY=${PYTHON:-.venv/bin/python}
 OUT=.benchmarks/latest.json
 mkdir -p .benchmarks
 rm -f "$OUT"
-"$PY" -m pytest benchmarks/ -o python_files='bench_*.py' -p no:cacheprovider -p no:benchmark \
+# The fixtures live in benchmarks/_plugin.py, loaded with -p (a second conftest.py
+# would clash with tests/conftest.py under mypy).
+PYTHONPATH=benchmarks${PYTHONPATH:+:$PYTHONPATH} "$PY" -m pytest benchmarks/ \
+    -o python_files='bench_*.py' -p no:cacheprovider -p no:benchmark -p _plugin \
     -v --bench-json="$OUT" "$@"
 "$PY" benchmarks/check_targets.py "$OUT"

@@ -1,4 +1,4 @@
-"""Shared fixtures for the benchmarks (run explicitly, see benchmarks/run.sh).
+"""Shared fixtures for the benchmarks, a pytest plugin loaded by benchmarks/run.sh (-p _plugin).
 
 - ``loop``: one event loop per module, created once and reused: an async
   sample runs ``loop.run_until_complete(...)`` and never pays for loop creation.
