@@ -22,11 +22,11 @@ import logging
 import os
 import random
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+from _story import DIGEST_PREFIX, child, digest_in, fresh, say
 from dag_runner import Node, run_dag
 
 from pitstop import CheckpointManager, CheckpointPolicy, RunInfo, RunStatus, SyncCheckpointManager
@@ -35,12 +35,6 @@ DEFAULT_DB = "pitstop-demo.db"
 RUN_ID = "pipeline-demo"
 STAGES = ("ingest", "preprocess", "analyze", "report")
 SENSORS = ("boiler", "condenser", "intake", "turbine")
-DIGEST_PREFIX = "report sha256: "
-
-
-def say(message: str) -> None:
-    # Flush every line: a crashing child leaves through os._exit, which skips buffers.
-    print(message, flush=True)
 
 
 def build_pipeline(crash_at: str | None = None, records: int = 20_000) -> list[Node]:
@@ -131,54 +125,32 @@ async def run_pipeline(db: Path, *, run_id: str = RUN_ID, crash_at: str | None =
     return digest
 
 
-def _child(db: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--db", str(db), *extra]
-    say(f"$ python {' '.join(cmd[1:])}")
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    for line in (proc.stdout + proc.stderr).splitlines():
-        say(f"    {line}")
-    say(f"  -> exit code {proc.returncode}")
-    return proc
-
-
-def _digest(output: str) -> str | None:
-    for line in output.splitlines():
-        if line.startswith(DIGEST_PREFIX):
-            return line.removeprefix(DIGEST_PREFIX)
-    return None
-
-
 def _run_info(db: Path) -> RunInfo | None:
     """The run's row in ``db`` (status, checkpoints), read without running anything."""
     with SyncCheckpointManager(RUN_ID, store=db, enabled=True) as mgr:
         return mgr.run_info()
 
 
-def _fresh(db: Path) -> None:
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        Path(f"{db}{suffix}").unlink(missing_ok=True)
-
-
 def story(db: Path, crash_at: str) -> int:
     """Crash a child process, resume it, compare with a clean run; 0 on PASS."""
     clean_db = db.with_name(f"{db.stem}-clean{db.suffix}")
-    _fresh(db)
-    _fresh(clean_db)
+    fresh(db)
+    fresh(clean_db)
     say(f"== 1/3 a run that crashes during {crash_at!r}")
-    crashed = _child(db, "--crash-at", crash_at)
+    crashed = child(__file__, db, "--crash-at", crash_at)
     say("== 2/3 the same command without --crash-at: resumes from the checkpoint")
-    resumed = _child(db)
+    resumed = child(__file__, db)
     say("== 3/3 a clean, uninterrupted run in a fresh database")
-    clean = _child(clean_db)
+    clean = child(__file__, clean_db)
     done = STAGES[: STAGES.index(crash_at)]
     skipped = [s for s in done if f"{s}: skipped (restored" in resumed.stdout]
     rerun = [s for s in done if f"{s}: executing" in resumed.stdout]
-    got, want = _digest(resumed.stdout), _digest(clean.stdout)
+    got, want = digest_in(resumed.stdout), digest_in(clean.stdout)
     run = _run_info(db)
     status = run.status.value if run is not None else "missing"
     checks = {
         f"crashing run died (exit code {crashed.returncode})": crashed.returncode == 1,
-        "crashing run printed no report": _digest(crashed.stdout) is None,
+        "crashing run printed no report": digest_in(crashed.stdout) is None,
         f"resume skipped {', '.join(skipped) or 'nothing'}": skipped == list(done) and not rerun,
         "resumed and clean runs exited 0": resumed.returncode == clean.returncode == 0,
         f"resumed digest == clean digest ({got})": got is not None and got == want,

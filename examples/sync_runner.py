@@ -31,11 +31,12 @@ import math
 import os
 import random
 import statistics
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from _story import DIGEST_PREFIX, child, digest_in, fresh, say
 
 from pitstop import CheckpointPolicy, SyncCheckpointManager  # pitstop 1/9
 
@@ -52,15 +53,9 @@ GRAPH: dict[str, list[str]] = {  # stage -> the stages whose outputs it takes, i
 COLUMNS = ["sqft", "bedrooms", "age", "distance_km", "sqft_per_bedroom"]
 CRASH_EXIT = 3
 """Exit code of a process killed by ``--crash-at`` (a Python error would exit with 1)."""
-DIGEST_PREFIX = "report sha256: "
 LOOP_BANNER = "calling the sync runner from inside a running event loop"
 
 Stage = Callable[..., Any]
-
-
-def say(message: str) -> None:
-    # Flush every line: a crashing process leaves through os._exit, which skips buffers.
-    print(message, flush=True)
 
 
 # --- the runner: a plain topological loop, plus the marked pitstop lines -------------
@@ -264,51 +259,29 @@ def clean_digest() -> str:
     return digest
 
 
-def _child(db: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--db", str(db), *extra]
-    say(f"$ python {' '.join(cmd[1:])}")
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    for line in (proc.stdout + proc.stderr).splitlines():
-        say(f"    {line}")
-    say(f"  -> exit code {proc.returncode}")
-    return proc
-
-
-def _digest(output: str) -> str | None:
-    for line in output.splitlines():
-        if line.startswith(DIGEST_PREFIX):
-            return line.removeprefix(DIGEST_PREFIX)
-    return None
-
-
-def _fresh(db: Path) -> None:
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        Path(f"{db}{suffix}").unlink(missing_ok=True)
-
-
 def story(db: Path, crash_at: str, inside_loop: bool) -> int:
     """Crash a child process, resume in another, compare with a clean run; 0 on PASS."""
-    _fresh(db)
+    fresh(db)
     extra = ["--inside-loop"] if inside_loop else []
     where = " from inside a running event loop" if inside_loop else ""
     n = STAGES.index(crash_at) + 1
     say(f"== 1/3 a run{where} that dies inside {crash_at!r} (stage {n} of {len(STAGES)})")
-    crashed = _child(db, "--crash-at", crash_at, *extra)
+    crashed = child(__file__, db, "--crash-at", crash_at, *extra)
     say("== 2/3 the same command without --crash-at: resumes from the SQLite file")
-    resumed = _child(db, *extra)
+    resumed = child(__file__, db, *extra)
     say("== 3/3 a clean run in this process, checkpoints off")
     want = clean_digest()
     say(f"  {DIGEST_PREFIX}{want}")
     done = STAGES[: STAGES.index(crash_at)]
     skipped = [s for s in STAGES if f"{s}: skipped (restored" in resumed.stdout]
     ran = [s for s in STAGES if f"{s}: executing" in resumed.stdout]
-    got = _digest(resumed.stdout)
+    got = digest_in(resumed.stdout)
     with SyncCheckpointManager(RUN_ID, store=db, enabled=True) as reader:
         run = reader.run_info()  # the run's row: status, checkpoints (reading writes nothing)
     status = run.status.value if run is not None else "missing"
     checks = {
         f"crashing run died (exit code {crashed.returncode})": crashed.returncode == CRASH_EXIT,
-        "crashing run printed no report": _digest(crashed.stdout) is None,
+        "crashing run printed no report": digest_in(crashed.stdout) is None,
         f"resume skipped {', '.join(skipped) or 'nothing'}": skipped == list(done),
         f"resume ran {', '.join(ran) or 'nothing'}": ran == list(STAGES[len(done) :]),
         "resumed run exited 0": resumed.returncode == 0,

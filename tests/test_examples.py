@@ -44,9 +44,10 @@ sys.path.insert(0, str(EXAMPLES))
 import dag_runner  # noqa: E402
 import pipeline_demo  # noqa: E402
 import sync_runner  # noqa: E402
+from _story import digest_in  # noqa: E402
 from dag_runner import Guard, Node, run_dag, run_dag_plain  # noqa: E402
 
-digest = pipeline_demo._digest  # the "report sha256: X" line of an example's output -> X
+digest = digest_in  # the "report sha256: X" line of an example's output -> X
 Target = Store | Path
 RUN = "example-run"
 GUARDS: list[Guard] = ["site", "once"]

@@ -1,0 +1,40 @@
+"""What the crash-and-resume stories of the examples share: printing, running a
+child process of the example, reading its digest, and starting from no file."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+DIGEST_PREFIX = "report sha256: "
+
+
+def say(message: str) -> None:
+    # Flush every line: a crashing process leaves through os._exit, which skips buffers.
+    print(message, flush=True)
+
+
+def child(script: str, db: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """Run ``script --db DB EXTRA...`` in a new interpreter, echoing its output indented."""
+    cmd = [sys.executable, str(Path(script).resolve()), "--db", str(db), *extra]
+    say(f"$ python {' '.join(cmd[1:])}")
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    for line in (proc.stdout + proc.stderr).splitlines():
+        say(f"    {line}")
+    say(f"  -> exit code {proc.returncode}")
+    return proc
+
+
+def digest_in(output: str) -> str | None:
+    """The X of a ``report sha256: X`` line, None when the run printed none."""
+    for line in output.splitlines():
+        if line.startswith(DIGEST_PREFIX):
+            return line.removeprefix(DIGEST_PREFIX)
+    return None
+
+
+def fresh(db: Path) -> None:
+    """Remove a SQLite file and its companions, so the story starts from nothing."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
