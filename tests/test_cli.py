@@ -398,7 +398,7 @@ def test_corrupt_state_names_run_and_seq(capsys: pytest.CaptureFixture[str], db:
         assert (code, out) == (2, "")
         line = error_line(err)
         assert line.startswith("pitstop: error: checkpoint run 'etl' seq 2 is corrupt:")
-        assert "checksum mismatch" in line
+        assert "metadata or state does not match its hash" in line
     code, _, err = cli(capsys, db, "diff", "etl", "1", "2")
     assert code == 2 and "run 'etl' seq 2 is corrupt" in err
     # The other checkpoints still verify, and the damaged one can be deleted.
@@ -408,10 +408,17 @@ def test_corrupt_state_names_run_and_seq(capsys: pytest.CaptureFixture[str], db:
 
 
 def test_corrupt_node_output(capsys: pytest.CaptureFixture[str], db: Path) -> None:
-    corrupt(db, NODES, "output", "run_id = 'etl' AND node_id = 'extract'")
+    corrupt(db, NODES, "output", "run_id = 'etl' AND node_id = 'transform'")
     code, _, err = cli(capsys, db, "show", "etl")  # checked even when not decoded
     assert code == 2
-    assert "run 'etl' seq 3 is corrupt: node 'extract' (written at seq 1)" in err
+    assert "run 'etl' seq 3 is corrupt: node 'transform' (written at seq 2)" in err
+
+
+def test_corrupt_snapshot(capsys: pytest.CaptureFixture[str], db: Path) -> None:
+    corrupt(db, CHECKPOINTS, "snapshot", "run_id = 'etl' AND seq = 1")
+    code, _, err = cli(capsys, db, "show", "etl")  # every checkpoint of its chain fails
+    assert code == 2
+    assert "run 'etl' seq 3 is corrupt: the snapshot at seq 1 is damaged" in err
 
 
 def test_corrupt_metadata_in_list(capsys: pytest.CaptureFixture[str], db: Path) -> None:
@@ -434,7 +441,10 @@ def test_damaged_header_column(capsys: pytest.CaptureFixture[str], db: Path, val
         assert (code, out) == (2, "")
         assert error_line(err).startswith("pitstop: error: checkpoint run 'etl' seq 2 is corrupt")
         assert "OverflowError" not in err
-    assert cli_json(capsys, db, "show", "etl")["info"]["seq"] == 3  # seq 3 does not need it
+    assert cli_json(capsys, db, "show", "etl", "--seq", "1")["info"]["seq"] == 1  # before it
+    # seq 3 is a delta on top of seq 2: its chain runs through the damaged header.
+    code, _, err = cli(capsys, db, "show", "etl")
+    assert code == 2 and "seq 3 is corrupt: seq 2 on its chain: damaged header" in err
     # The latest checkpoint damaged: `show` names it, `runs` still lists every run.
     set_column(db, CHECKPOINTS, "created_at", value, "run_id = 'etl' AND seq = 3")
     code, _, err = cli(capsys, db, "show", "etl")

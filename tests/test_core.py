@@ -3,6 +3,7 @@ with no store, no thread and no event loop."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 
 import pytest
@@ -26,15 +27,20 @@ def test_plan_finalize_commit_and_delta() -> None:
     plan = c.plan("every_n_nodes", None, "b", None)
     assert plan.snapshot and plan.parent_seq is None and plan.expected_hwm is None
     record, rows = plan.finalize(1)
-    assert [r.node_id for r in rows] == ["a", "b"] and all(r.seq == 1 for r in rows)
-    assert record.manifest == manifest_hex(sum(manifest_term(r.checksum) for r in rows))
+    assert rows == [] and record.snapshot is not None  # every row in one blob
+    assert record.manifest == hashlib.sha256(record.snapshot).hexdigest()
+    assert (record.nodes_written, record.node_count, record.root_seq) == (2, 2, 1)
     c.commit(plan, 1)
     assert c.dirty == set() and c.hwm == 1
     c.node_started("a")
+    c.node_started("z")
     delta = c.plan("manual", None, None, None)
     assert not delta.snapshot and delta.parent_seq == 1 and delta.expected_hwm == 1
     record2, rows2 = delta.finalize(2)
-    assert [r.node_id for r in rows2] == ["a"] and record2.node_count == 2
+    assert [r.node_id for r in rows2] == ["a", "z"] and all(r.seq == 2 for r in rows2)
+    assert record2.snapshot is None and record2.root_seq == 1
+    assert (record2.nodes_written, record2.node_count) == (2, 3)
+    assert record2.manifest == manifest_hex(sum(manifest_term(r.checksum) for r in rows2))
 
 
 def test_abort_puts_changes_back() -> None:

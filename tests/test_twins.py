@@ -138,10 +138,10 @@ async def test_failed_save_keeps_changes_pending(tmp_path: Path, twin: MakeTwin)
     # A foreign writer takes seq 2 behind pitstop's back: the save fails...
     conn = sqlite3.connect(db)
     with conn:
-        conn.execute("INSERT INTO pitstop_checkpoints SELECT run_id, 2, parent_seq, created_at, "
-                     "trigger, label, node, schema_version, serializer, checksum, size, "
-                     "nodes_written, metadata, state, root_seq, node_count, manifest, retired "
-                     "FROM pitstop_checkpoints WHERE seq = 1")  # fmt: skip
+        cols = [r[1] for r in conn.execute("PRAGMA table_info(pitstop_checkpoints)")]
+        values = ", ".join("2" if c == "seq" else c for c in cols)
+        conn.execute(f"INSERT INTO pitstop_checkpoints ({', '.join(cols)}) "
+                     f"SELECT {values} FROM pitstop_checkpoints WHERE seq = 1")  # fmt: skip
     with pytest.raises(StaleBaseError):
         await m.save_checkpoint()
     with conn:

@@ -1,28 +1,38 @@
-"""Checksums over canonical bytes, node-set manifests, and decode + verify on load.
+"""Checksums over canonical bytes, snapshot blobs, and decode + verify on load.
 
-Kept apart from the stores so every backend verifies the same way. A node
-row's checksum covers its run id and seq, so a row moved to another
-checkpoint fails; a checkpoint's manifest is the sum of the checksums of every
-row it reads, so a missing, extra or moved row fails too.
+Kept apart from the stores so every backend verifies the same way.
+
+A checkpoint is either a **snapshot** (every node row, encoded together in one
+blob whose sha256 is its ``manifest``) or a **delta** (node rows of its own,
+each with a checksum over its canonical bytes, run id and seq; its
+``manifest`` is the sum of those checksums and ``nodes_written`` their count).
+Restoring seq S reads the chain S -> parent -> ... -> root snapshot and
+verifies every checkpoint on it: each header's checksum (lineage included),
+the snapshot blob, and each delta's rows against its manifest. A damaged,
+missing, extra or moved row therefore fails, and so does a broken chain.
 """
 
 from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+import msgspec
 
 from ._errors import CorruptCheckpoint, SchemaVersionError, SerializationError
 from ._records import CheckpointRecord, NodeRow
 from ._serde import Serializer
-from ._types import Checkpoint, NodeState, NodeStatus, Undecoded
+from ._types import Checkpoint, NodeState, NodeStatus, Undecoded, _trusted_node_state
 
 FORMAT_VERSION = 2
-"""Version of the checkpoint layout (checksums, manifest, lineage); written into every row."""
+"""Version of the checkpoint layout (checksums, snapshots, lineage); in every row."""
 
 _MOD = 1 << 256
 _STATUSES = {s.value: s for s in NodeStatus}
+_ENCODE = msgspec.msgpack.Encoder()
+_DECODE_ROWS = msgspec.msgpack.Decoder(list[NodeRow])
 
 
 def _canon(parts: Iterable[object]) -> bytes:
@@ -54,11 +64,15 @@ def node_checksum(run_id: str, seq: int, r: NodeRow) -> str:
     return hashlib.sha256(_canon(parts)).hexdigest()
 
 
+def payload_hash(metadata: bytes, state: bytes | None) -> str:
+    return hashlib.sha256(_canon((metadata, state))).hexdigest()
+
+
 def record_checksum(r: CheckpointRecord) -> str:
-    """sha256 over every column of a checkpoint row but the checksum itself."""
+    """sha256 over every header column (lineage and manifest included) and the payload hash."""
     parts = (r.run_id, r.seq, r.parent_seq, r.root_seq, _f(r.created_at), r.trigger, r.label,
-             r.node, r.schema_version, r.serializer, r.metadata, r.state, r.size,
-             r.nodes_written, r.node_count, r.manifest)  # fmt: skip
+             r.node, r.schema_version, r.serializer, r.size, r.nodes_written, r.node_count,
+             r.manifest, r.payload_hash)  # fmt: skip
     return hashlib.sha256(_canon(parts)).hexdigest()
 
 
@@ -75,6 +89,11 @@ def manifest_hex(total: int) -> str:
     return format(total % _MOD, "064x")
 
 
+def snapshot_blob(rows: Sequence[NodeRow]) -> bytes:
+    """Every node row of a snapshot in one blob (msgpack arrays; no code runs on load)."""
+    return _ENCODE.encode(rows)
+
+
 def pick(tag: str, serializers: Mapping[str, Serializer], run_id: str, seq: int) -> Serializer:
     found = serializers.get(tag)
     if found is None:
@@ -87,59 +106,98 @@ def pick(tag: str, serializers: Mapping[str, Serializer], run_id: str, seq: int)
     return found
 
 
-def verify(record: CheckpointRecord, rows: list[NodeRow], asked: int | None) -> None:
-    """Check the header, every row and the node set against the manifest.
+def _header(r: CheckpointRecord, top: int) -> None:
+    try:
+        r.info()  # damaged header columns raise CorruptCheckpoint before anything else
+    except CorruptCheckpoint as exc:
+        if r.seq == top:
+            raise
+        raise CorruptCheckpoint(r.run_id, top, f"seq {r.seq} on its chain: {exc.reason}") from exc
+    if r.schema_version > FORMAT_VERSION:
+        raise SchemaVersionError(r.schema_version, FORMAT_VERSION, run_id=r.run_id, seq=r.seq)
+    try:
+        ok = record_checksum(r) == r.checksum
+    except (TypeError, ValueError) as exc:
+        raise CorruptCheckpoint(r.run_id, top, f"seq {r.seq} has a damaged header: {exc}") from exc
+    if not ok:
+        what = "checkpoint" if r.seq == top else f"seq {r.seq} on its chain:"
+        raise CorruptCheckpoint(r.run_id, top, f"{what} checksum mismatch")
+
+
+def verify(
+    target: CheckpointRecord,
+    chain: Sequence[CheckpointRecord],
+    rows: Sequence[NodeRow],
+    asked: int | None,
+) -> dict[str, NodeRow]:
+    """Verify a checkpoint and everything its chain reads; return its node rows by id.
+
+    ``chain`` runs from the root snapshot (with its blob) to ``target``;
+    ``rows`` are the delta rows of the chain.
 
     Raises:
         SchemaVersionError: written by a newer pitstop.
         CorruptCheckpoint: anything does not match.
     """
-    run_id, seq = record.run_id, record.seq
-    if asked is not None and seq != asked:
-        raise CorruptCheckpoint(run_id, asked, f"the store returned seq {seq} for seq {asked}")
-    record.info()  # damaged header columns raise CorruptCheckpoint before anything else
-    if record.schema_version > FORMAT_VERSION:
-        raise SchemaVersionError(record.schema_version, FORMAT_VERSION, run_id=run_id, seq=seq)
-    if record_checksum(record) != record.checksum:
-        raise CorruptCheckpoint(run_id, seq, "checkpoint checksum mismatch")
-    total = 0
+    run_id, top = target.run_id, target.seq
+    if asked is not None and top != asked:
+        raise CorruptCheckpoint(run_id, asked, f"the store returned seq {top} for seq {asked}")
+    for r in chain:
+        _header(r, top)
+    if payload_hash(target.metadata, target.state) != target.payload_hash:
+        raise CorruptCheckpoint(run_id, top, "metadata or state does not match its hash")
+    root = chain[0]
+    blob = root.snapshot
+    if blob is None or hashlib.sha256(blob).hexdigest() != root.manifest:
+        raise CorruptCheckpoint(run_id, top, f"the snapshot at seq {root.seq} is damaged")
+    try:
+        view = {row.node_id: row for row in _DECODE_ROWS.decode(blob)}
+    except msgspec.DecodeError as exc:  # a valid hash over bytes no writer made
+        raise CorruptCheckpoint(run_id, top, f"unreadable snapshot: {exc}") from exc
+    if len(view) != root.nodes_written:
+        raise CorruptCheckpoint(run_id, top, f"the snapshot at seq {root.seq} lost rows")
+    by_seq: dict[int, list[NodeRow]] = {}
     for row in rows:
-        try:
-            ok = node_checksum(run_id, row.seq, row) == row.checksum
-            total += int(row.checksum, 16)
-        except (TypeError, ValueError) as exc:  # a column holds what no writer stores
-            ok, detail = False, f": {exc}"
-        else:
-            detail = ""
-        if not ok:
+        by_seq.setdefault(row.seq, []).append(row)
+    for r in chain[1:]:
+        mine = by_seq.pop(r.seq, [])
+        total = 0
+        for row in mine:
+            try:
+                ok = node_checksum(run_id, r.seq, row) == row.checksum
+                total += int(row.checksum, 16)
+            except (TypeError, ValueError):  # a column holds what no writer stores
+                ok = False
+            if not ok:
+                raise CorruptCheckpoint(
+                    run_id, top, f"node {row.node_id!r} (written at seq {r.seq}) checksum mismatch"
+                )
+            view[row.node_id] = row
+        if len(mine) != r.nodes_written or manifest_hex(total) != r.manifest:
             raise CorruptCheckpoint(
                 run_id,
-                seq,
-                f"node {row.node_id!r} (written at seq {row.seq}) checksum mismatch{detail}",
+                top,
+                f"seq {r.seq} wrote {r.nodes_written} node rows, {len(mine)} found: rows are "
+                "missing, moved or extra",
             )
-    if len(rows) != record.node_count or manifest_hex(total) != record.manifest:
-        raise CorruptCheckpoint(
-            run_id,
-            seq,
-            f"node rows do not match the manifest ({len(rows)} found, {record.node_count} "
-            "expected): rows are missing, moved or extra",
-        )
+    if by_seq or len(view) != target.node_count:
+        raise CorruptCheckpoint(run_id, top, "the node set does not match the checkpoint")
+    return view
 
 
 def decode_checkpoint(
-    record: CheckpointRecord,
-    rows: list[NodeRow],
+    target: CheckpointRecord,
+    view: Mapping[str, NodeRow],
     serializers: Mapping[str, Serializer],
     *,
-    asked: int | None = None,
     outputs: bool = True,
 ) -> Checkpoint:
-    """Verify, then decode into a Checkpoint (outputs as ``Undecoded`` when not ``outputs``)."""
-    verify(record, rows, asked)
-    run_id, seq = record.run_id, record.seq
-    info = record.info()
+    """A verified view as a Checkpoint (outputs as ``Undecoded`` when not ``outputs``)."""
+    run_id, seq = target.run_id, target.seq
     nodes: dict[str, NodeState] = {}
-    for row in sorted(rows, key=lambda r: r.node_id):
+    trusted = _trusted_node_state
+    for node_id in sorted(view):
+        row = view[node_id]
         status = _STATUSES.get(row.status)
         if status is None:
             raise CorruptCheckpoint(run_id, seq, f"unknown node status {row.status!r}")
@@ -149,14 +207,14 @@ def decode_checkpoint(
                 output = _loads(pick(row.serializer, serializers, run_id, seq), row, seq)
             else:
                 output = Undecoded(row.serializer, len(row.output))
-        nodes[row.node_id] = NodeState(row.node_id, status, output, row.attempt, row.error,
-                                       row.started_at, row.finished_at, row.deps)  # fmt: skip
+        nodes[node_id] = trusted(node_id, status, output, row.attempt, row.error,
+                                 row.started_at, row.finished_at, row.deps)  # fmt: skip
     state = None
-    if record.state is not None and outputs:
-        state = pick(record.serializer, serializers, run_id, seq).loads(record.state)
-    elif record.state is not None:
-        state = Undecoded(record.serializer, len(record.state))
-    return Checkpoint(info=info, nodes=nodes, state=state)
+    if target.state is not None and outputs:
+        state = pick(target.serializer, serializers, run_id, seq).loads(target.state)
+    elif target.state is not None:
+        state = Undecoded(target.serializer, len(target.state))
+    return Checkpoint(info=target.info(), nodes=nodes, state=state)
 
 
 def _loads(ser: Serializer, row: NodeRow, seq: int) -> Any:

@@ -13,10 +13,18 @@ import json
 import threading
 import time
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
-from ._codec import FORMAT_VERSION, manifest_hex, manifest_term, node_checksum, record_checksum
+from ._codec import (
+    FORMAT_VERSION,
+    manifest_hex,
+    manifest_term,
+    node_checksum,
+    payload_hash,
+    record_checksum,
+    snapshot_blob,
+)
 from ._errors import GraphMismatch, SerializationError
 from ._policy import CheckpointPolicy, PolicyClock, dag_levels
 from ._records import CheckpointRecord, NodeRow
@@ -56,8 +64,9 @@ class RunFields:
 class SavePlan:
     """Everything one save writes, encoded before the transaction starts.
 
-    ``finalize(seq)`` runs inside the transaction, once the seq is known: it
-    adds the checksums (which cover the seq) and the manifest.
+    ``finalize(seq)`` runs inside the transaction, once the seq is known: a
+    snapshot encodes every row into one blob; a delta checksums its own rows
+    (the checksums cover the seq) and sums them into its manifest.
     """
 
     run_id: str
@@ -67,37 +76,33 @@ class SavePlan:
     parent_seq: int | None
     root_seq: int | None
     expected_hwm: int | None
-    base_terms: dict[str, int]
-    base_manifest: int
+    base_ids: set[str]
+    """Node ids in the base checkpoint's view (read only, to count the new view)."""
     header: dict[str, Any]
     run: RunFields
     keep_last: int | None
     record: CheckpointRecord | None = None
-    terms: dict[str, int] = field(default_factory=dict)
-    """Manifest terms of the rows this save wrote (all nodes for a snapshot)."""
 
     def finalize(self, seq: int) -> tuple[CheckpointRecord, list[NodeRow]]:
-        run_id = self.run_id
-        rows = []
-        # The manifest moves by what changed: O(changed rows), never O(nodes).
-        base = {} if self.snapshot else self.base_terms
-        total = 0 if self.snapshot else self.base_manifest
-        terms = {}
-        for row in self.rows:
-            row = row._replace(seq=seq, checksum=node_checksum(run_id, seq, row))
-            term = manifest_term(row.checksum)
-            total += term - base.get(row.node_id, 0)
-            terms[row.node_id] = term
-            rows.append(row)
-        count = len(base) + sum(1 for n in terms if n not in base)
+        """The checkpoint row, and the node rows to insert (none for a snapshot)."""
+        run_id, blob = self.run_id, None
+        if self.snapshot:
+            blob = snapshot_blob([row._replace(seq=seq) for row in self.rows])
+            rows, manifest = [], hashlib.sha256(blob).hexdigest()
+            written = count = len(self.rows)
+        else:
+            rows = [row._replace(seq=seq, checksum=node_checksum(run_id, seq, row))
+                    for row in self.rows]  # fmt: skip
+            manifest = manifest_hex(sum(manifest_term(row.checksum) for row in rows))
+            written = len(rows)
+            count = len(self.base_ids) + sum(1 for r in rows if r.node_id not in self.base_ids)
         record = CheckpointRecord(
             run_id=run_id, seq=seq, parent_seq=self.parent_seq,
             root_seq=seq if self.snapshot else (self.root_seq or seq),
-            nodes_written=len(rows), node_count=count,
-            manifest=manifest_hex(total), **self.header,
+            nodes_written=written, node_count=count, manifest=manifest, snapshot=blob,
+            **self.header,
         )  # fmt: skip
         self.record = replace(record, checksum=record_checksum(record))
-        self.terms = terms
         return self.record, rows
 
 
@@ -139,8 +144,8 @@ class RunCore:
         self.base_seq: int | None = None
         self.root_seq: int | None = None
         self.since_snapshot = 0
-        self.terms: dict[str, int] = {}
-        self.manifest = 0
+        self.stored: set[str] = set()
+        """Node ids in the view of the base checkpoint."""
 
     # -- hooks: bookkeeping only ---------------------------------------------
 
@@ -311,11 +316,11 @@ class RunCore:
         size = len(meta) + len(state or b"") + sum(len(r.output or b"") for r in rows)
         header = dict(created_at=time.time(), trigger=trigger, label=label, node=node,
                       schema_version=FORMAT_VERSION, serializer=ser.tag, metadata=meta,
-                      state=state, size=size)  # fmt: skip
+                      state=state, size=size, payload_hash=payload_hash(meta, state))  # fmt: skip
         return SavePlan(
             run_id=self.run_id, rows=rows, changed=changed, snapshot=snapshot,
             parent_seq=self.base_seq, root_seq=self.root_seq, expected_hwm=self.hwm,
-            base_terms=self.terms, base_manifest=self.manifest, header=header,
+            base_ids=self.stored, header=header,
             run=self.run_fields(), keep_last=self.policy.keep_last,
         )  # fmt: skip
 
@@ -333,24 +338,22 @@ class RunCore:
             self.base_seq, self.root_seq = record.seq, record.root_seq
             self.since_snapshot = 0 if plan.snapshot else self.since_snapshot + 1
             if plan.snapshot:
-                self.terms = plan.terms
+                self.stored = {r.node_id for r in plan.rows}
             else:
-                self.terms.update(plan.terms)
-            self.manifest = int(record.manifest, 16)
+                self.stored.update(r.node_id for r in plan.rows)
             self.hwm = hwm
             self.clock.saved()
 
     def adopt(
-        self, record: CheckpointRecord, rows: list[NodeRow], run: RunInfo, chain: int
+        self, record: CheckpointRecord, view: Mapping[str, NodeRow], run: RunInfo, chain: int
     ) -> None:
         """Make a loaded (verified) checkpoint the base of this run's next saves."""
         with self.lock:
-            self.rows = {r.node_id: r for r in rows}
+            self.rows = dict(view)
             self.dirty = set()
             self.base_seq, self.root_seq = record.seq, record.root_seq
             self.since_snapshot = chain - 1
-            self.terms = {r.node_id: manifest_term(r.checksum) for r in rows}
-            self.manifest = int(record.manifest, 16)
+            self.stored = set(self.rows)
             self.hwm = run.last_seq
             self.restored_seq, self.restored_trigger = record.seq, record.trigger
             self.announce_resume = True

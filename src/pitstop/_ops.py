@@ -27,7 +27,7 @@ from typing import (
     overload,
 )
 
-from ._codec import decode_checkpoint
+from ._codec import decode_checkpoint, verify
 from ._core import RunCore, SavePlan
 from ._errors import (
     CheckpointingDisabled,
@@ -330,10 +330,10 @@ class ManagerBase:
             raise CheckpointingDisabled(self.run_id)
         started = time.perf_counter()
         loaded: P.Loaded = yield Call(P.load, (self.run_id, seq), False)
-        cp = decode_checkpoint(loaded.record, loaded.rows, self._serializers, asked=seq,
-                               outputs=outputs)  # fmt: skip
+        view = verify(loaded.record, loaded.chain, loaded.rows, seq)
+        cp = decode_checkpoint(loaded.record, view, self._serializers, outputs=outputs)
         if adopt:
-            self._core.adopt(loaded.record, loaded.rows, loaded.run, loaded.chain)
+            self._core.adopt(loaded.record, view, loaded.run, len(loaded.chain))
             self._core.state = cp.state
         self._emit(LOAD, seq=cp.seq, trigger=cp.info.trigger, info=cp.info,
                    duration_s=time.perf_counter() - started)  # fmt: skip

@@ -58,8 +58,13 @@ class CheckpointRecord:
     nodes_written: int
     node_count: int
     manifest: str
-    """Sum (mod 2**256) of the checksums of every node row this checkpoint reads."""
+    """A snapshot: sha256 of its snapshot blob. A delta: the sum (mod 2**256) of the
+    checksums of the node rows it wrote."""
     checksum: str = ""
+    payload_hash: str = ""
+    """sha256 over the metadata and state blobs, so a header verifies without them."""
+    snapshot: bytes | None = None
+    """A snapshot's blob: every node row, encoded together (None for a delta)."""
 
     def info(self) -> CheckpointInfo:
         """The header as users see it.
@@ -101,7 +106,7 @@ def _check_header(r: CheckpointRecord) -> None:
         value = getattr(r, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise TypeError(f"{name} is {value!r}, not a count")
-    for name in ("trigger", "serializer", "checksum", "manifest"):
+    for name in ("trigger", "serializer", "checksum", "manifest", "payload_hash"):
         if not isinstance(getattr(r, name), str):
             raise TypeError(f"{name} is not text")
     for name in ("label", "node"):

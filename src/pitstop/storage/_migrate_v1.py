@@ -1,11 +1,12 @@
-"""Schema 1 -> 2: give every checkpoint of a core-v1 database a lineage and a manifest.
+"""Schema 1 -> 2: give every checkpoint of a core-v1 database a lineage, and the
+layout of version 2 (a snapshot blob at the root, deltas with manifests).
 
 Schema 1 restored "each node's newest row with seq <= S", with checksums over
 ``repr`` of each field. Its checkpoints become a linear chain (parent = the
-previous seq, root = the first), which reads exactly the same rows. Each row
-and checkpoint is verified with the version-1 checksum before it gets a new
-one; a row that fails keeps failing (its new checksum is all zeros), so
-migrating never launders damage into a valid checkpoint.
+previous seq, root = the first, which version 1 always wrote in full), which
+reads exactly the same rows. Every row and checkpoint is verified with its
+version-1 checksum first; one that fails gets a checksum (or manifest) of
+zeros, so migrating never launders damage into a valid checkpoint.
 """
 
 from __future__ import annotations
@@ -13,7 +14,14 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from .._codec import manifest_hex, manifest_term, node_checksum, record_checksum
+from .._codec import (
+    manifest_hex,
+    manifest_term,
+    node_checksum,
+    payload_hash,
+    record_checksum,
+    snapshot_blob,
+)
 from .._records import CheckpointRecord, NodeRow, deps_from_text
 from ._schema import Cursor, Dialect, _param
 
@@ -49,12 +57,13 @@ def _v1_node_ok(r: NodeRow) -> bool:
     )  # fmt: skip
 
 
-def _v1_record_ok(r: CheckpointRecord, old_checksum: str) -> bool:
-    state = _NONE if r.state is None else b"\x01" + r.state
-    parts = (r.run_id.encode(), _reprs(r.parent_seq)[0], repr(r.created_at).encode(),
-             r.trigger.encode(), _reprs(r.label)[0], _reprs(r.node)[0], b"1",
-             r.serializer.encode(), r.metadata, state, str(r.nodes_written).encode())  # fmt: skip
-    return _sum(parts) == old_checksum
+def _v1_record_ok(c: tuple[Any, ...], run_id: str) -> bool:
+    _, created, trigger, label, node, ser, meta, state, _, written, checksum, parent = c
+    state_part = _NONE if state is None else b"\x01" + bytes(state)
+    parts = (run_id.encode(), _reprs(parent)[0], repr(created).encode(), trigger.encode(),
+             _reprs(label)[0], _reprs(node)[0], b"1", ser.encode(), bytes(meta), state_part,
+             str(written).encode())  # fmt: skip
+    return _sum(parts) == str(checksum)
 
 
 def convert_run(cur: Cursor, dialect: Dialect, run_id: str, now: float) -> None:
@@ -64,7 +73,7 @@ def convert_run(cur: Cursor, dialect: Dialect, run_id: str, now: float) -> None:
     cur.execute(q("SELECT node_id, seq, status, attempt, error, started_at, finished_at, deps, "
                   "serializer, output, checksum FROM pitstop_node_states WHERE run_id = ? "
                   "ORDER BY seq"), (run_id,))  # fmt: skip
-    by_seq: dict[int, list[NodeRow]] = {}
+    by_seq: dict[int, list[tuple[NodeRow, bool]]] = {}
     for n in cur.fetchall():
         output = None if n[9] is None else bytes(n[9])
         try:
@@ -72,41 +81,54 @@ def convert_run(cur: Cursor, dialect: Dialect, run_id: str, now: float) -> None:
         except ValueError:
             deps = ()
         row = NodeRow(n[0], n[2], n[3], n[4], n[5], n[6], deps, n[8], output, n[10], n[1])
-        fresh = node_checksum(run_id, row.seq, row) if _v1_node_ok(row) else _BAD
-        cur.execute(q("UPDATE pitstop_node_states SET checksum = ? WHERE run_id = ? "
-                      "AND node_id = ? AND seq = ?"),
-                    (fresh, run_id, row.node_id, row.seq))  # fmt: skip
-        by_seq.setdefault(row.seq, []).append(row._replace(checksum=fresh))
+        by_seq.setdefault(row.seq, []).append((row, _v1_node_ok(row)))
     cur.execute(q("SELECT seq, created_at, trigger, label, node, serializer, metadata, state, "
                   "size, nodes_written, checksum, parent_seq FROM pitstop_checkpoints "
                   "WHERE run_id = ? ORDER BY seq"), (run_id,))  # fmt: skip
     checkpoints = cur.fetchall()
-    view: dict[str, int] = {}
-    applied = set()
+    if not checkpoints:
+        return
+    root = checkpoints[0][0]
+    # The root becomes a snapshot: every row it read, in one blob.
+    view: dict[str, tuple[NodeRow, bool]] = {}
+    for s in sorted(s for s in by_seq if s <= root):
+        view.update({row.node_id: (row, ok) for row, ok in by_seq.pop(s)})
+    snap_rows = [row._replace(seq=root, checksum="") for row, _ in view.values()]
+    blob = snapshot_blob(snap_rows)
+    root_ok = all(ok for _, ok in view.values())
+    cur.execute(q("DELETE FROM pitstop_node_states WHERE run_id = ? AND seq <= ?"), (run_id, root))
+    ids = set(view)
     parent: int | None = None
-    root = checkpoints[0][0] if checkpoints else 0
     for c in checkpoints:
         seq = c[0]
-        for s in sorted(s for s in by_seq if s <= seq and s not in applied):
-            applied.add(s)
-            view.update({r.node_id: manifest_term(r.checksum) for r in by_seq[s]})
-        old = CheckpointRecord(run_id, seq, c[11], root, c[1], c[2], c[3], c[4], 1, c[5],
-                               bytes(c[6]), None if c[7] is None else bytes(c[7]), c[8], c[9],
-                               len(view), manifest_hex(sum(view.values())))  # fmt: skip
-        ok = _v1_record_ok(old, c[10])
-        new = CheckpointRecord(**{**_fields(old), "parent_seq": parent, "schema_version": 2})
-        fresh = record_checksum(new) if ok else _BAD
+        if seq == root:
+            written, manifest, snapshot = len(snap_rows), hashlib.sha256(blob).hexdigest(), blob
+            if not root_ok:
+                manifest = _BAD
+        else:
+            total = 0
+            mine = by_seq.pop(seq, [])
+            for row, ok in mine:
+                fresh = node_checksum(run_id, seq, row) if ok else _BAD
+                total += manifest_term(fresh)
+                cur.execute(q("UPDATE pitstop_node_states SET checksum = ? WHERE run_id = ? "
+                              "AND node_id = ? AND seq = ?"),
+                            (fresh, run_id, row.node_id, seq))  # fmt: skip
+                ids.add(row.node_id)
+            written, manifest, snapshot = len(mine), manifest_hex(total), None
+        meta, state = bytes(c[6]), None if c[7] is None else bytes(c[7])
+        new = CheckpointRecord(run_id, seq, parent, root, c[1], c[2], c[3], c[4], 2, c[5], meta,
+                               state, c[8], written, len(ids), manifest,
+                               payload_hash=payload_hash(meta, state))  # fmt: skip
+        fresh = record_checksum(new) if _v1_record_ok(c, run_id) else _BAD
         cur.execute(q("UPDATE pitstop_checkpoints SET parent_seq = ?, root_seq = ?, "
-                      "node_count = ?, manifest = ?, schema_version = 2, checksum = ? "
+                      "nodes_written = ?, node_count = ?, manifest = ?, payload_hash = ?, "
+                      "snapshot = ?, schema_version = 2, checksum = ? "
                       "WHERE run_id = ? AND seq = ?"),
-                    (parent, root, new.node_count, new.manifest, fresh, run_id, seq))  # fmt: skip
+                    (parent, root, written, len(ids), manifest, new.payload_hash, snapshot,
+                     fresh, run_id, seq))  # fmt: skip
         parent = seq
-    last = checkpoints[-1][0] if checkpoints else 0
     cur.execute(q("INSERT INTO pitstop_runs (run_id, status, attempt, started_at, ended_at, "
                   "error, graph_fingerprint, last_seq, updated_at) "
                   "VALUES (?, 'running', 1, NULL, NULL, NULL, NULL, ?, ?)"),
-                (run_id, last, now))  # fmt: skip
-
-
-def _fields(obj: Any) -> dict[str, Any]:
-    return {name: getattr(obj, name) for name in obj.__slots__}
+                (run_id, checkpoints[-1][0], now))  # fmt: skip

@@ -61,6 +61,9 @@ class CheckpointRow(_Base, table=True):
     root_seq: int = 0
     node_count: int = 0
     manifest: str = ""
+    payload_hash: str = ""
+    snapshot: bytes | None = Field(default=None, sa_column=Column("snapshot", LargeBinary))
+    """A snapshot checkpoint's node rows, in one blob (msgpack)."""
     retired: int = 0
     """1: deleted or pruned; kept only while a live checkpoint's chain reads its rows."""
 

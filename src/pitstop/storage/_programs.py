@@ -9,7 +9,7 @@ inside one transaction, on whatever driver it has (sqlite3 or psycopg).
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from .._errors import CheckpointNotFound, CorruptCheckpoint, StaleBaseError, StoreError
@@ -57,18 +57,20 @@ class Saved:
 @dataclass(frozen=True, slots=True)
 class Loaded:
     record: CheckpointRecord
+    """The checkpoint asked for, with its metadata and state."""
+    chain: list[CheckpointRecord]
+    """Its chain, root snapshot (with its blob) first, the checkpoint itself last."""
     rows: list[NodeRow]
+    """The node rows the chain's deltas wrote."""
     run: RunInfo
-    chain: int
-    """How many checkpoints (the snapshot included) the restore read."""
 
 
 def _record(r: Sequence[Any], state: bytes | None) -> CheckpointRecord:
     (run_id, seq, parent, root, created, trigger, label, node, version, ser, meta, size,
-     written, count, manifest, checksum) = r[:16]  # fmt: skip
+     written, count, manifest, checksum, phash) = r[:17]  # fmt: skip
     return CheckpointRecord(run_id, seq, parent, root, created, trigger, label, node, version,
                             ser, bytes(meta), state, size, written, count, manifest,
-                            checksum)  # fmt: skip
+                            checksum, phash)  # fmt: skip
 
 
 def _node(r: Sequence[Any]) -> NodeRow:
@@ -117,7 +119,7 @@ def save(plan: SavePlan) -> Txn[Saved]:
     seq = hwm + 1
     record, rows = plan.finalize(seq)
     yield Stmt("run_upsert", _run_params(plan.run, seq, record.created_at), "count")
-    yield Stmt("cp_insert", (*_header(record), record.state, 0), "count")
+    yield Stmt("cp_insert", (*_header(record), record.state, record.snapshot, 0), "count")
     if rows:
         yield Stmt("node_insert", [_node_params(run_id, r) for r in rows], "many")
     removed: tuple[int, ...] = ()
@@ -129,7 +131,7 @@ def save(plan: SavePlan) -> Txn[Saved]:
 def _header(r: CheckpointRecord) -> tuple[Any, ...]:
     return (r.run_id, r.seq, r.parent_seq, r.root_seq, r.created_at, r.trigger, r.label, r.node,
             r.schema_version, r.serializer, r.metadata, r.size, r.nodes_written, r.node_count,
-            r.manifest, r.checksum)  # fmt: skip
+            r.manifest, r.checksum, r.payload_hash)  # fmt: skip
 
 
 def _node_params(run_id: str, r: NodeRow) -> tuple[Any, ...]:
@@ -196,38 +198,39 @@ def set_run(run: RunFields) -> Txn[bool]:
 
 
 def load(run_id: str, seq: int | None) -> Txn[Loaded]:
-    """The checkpoint (latest live one when ``seq`` is None) and the rows its chain reads."""
+    """The checkpoint (latest live one when ``seq`` is None) and everything its chain reads."""
     if seq is None:
         found = yield Stmt("cp_latest", (run_id,))
     else:
         found = yield Stmt("cp_at", (run_id, seq))
     if not found:
         raise CheckpointNotFound(run_id, seq)
-    record = _record(found[0], None if found[0][16] is None else bytes(found[0][16]))
+    state = found[0][17]
+    record = _record(found[0], None if state is None else bytes(state))
     top, root = record.seq, record.root_seq
     if not isinstance(top, int) or not isinstance(root, int) or root > top:
         raise CorruptCheckpoint(run_id, top, f"damaged lineage (root {root!r})")
-    links = dict((yield Stmt("cp_links", (run_id, root, top))))
-    chain, at = set(), top
-    while True:
-        chain.add(at)
-        if at == root:
-            break
-        parent = links.get(at)
-        if parent is None or parent not in links or parent >= at:
+    headers = {r[1]: r for r in (yield Stmt("chain", (run_id, root, top)))}
+    chain, at = [record], top
+    while at != root:
+        parent = chain[-1].parent_seq
+        if parent is None or parent not in headers or parent >= at:
             raise CorruptCheckpoint(run_id, top, f"lineage broken at seq {at}")
         at = parent
-    newest: dict[str, NodeRow] = {}
+        chain.append(_record(headers[at], None))
+    blob = yield Stmt("snapshot", (run_id, root))
+    snap = None if not blob or blob[0][0] is None else bytes(blob[0][0])
+    chain[-1] = replace(chain[-1], snapshot=snap)
+    seqs = {r.seq for r in chain}
     try:
-        for r in (yield Stmt("nodes_range", (run_id, root, top))):
-            if r[1] in chain and (r[0] not in newest or newest[r[0]].seq < r[1]):
-                newest[r[0]] = _node(r)
+        rows = [_node(r) for r in (yield Stmt("nodes_range", (run_id, root, top))) if r[1] in seqs]
     except ValueError as exc:
         raise CorruptCheckpoint(run_id, top, str(exc)) from exc
     run = yield from run_info(run_id)
     if run is None:
         raise CorruptCheckpoint(run_id, top, "the run's row is missing")
-    return Loaded(record, list(newest.values()), run, len(chain))
+    chain.reverse()
+    return Loaded(chain[-1], chain, rows, run)
 
 
 def run_info(run_id: str) -> Txn[RunInfo | None]:

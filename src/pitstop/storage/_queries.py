@@ -18,8 +18,9 @@ RUN_COLS = ("status", "attempt", "started_at", "ended_at", "error", "graph_finge
             "last_seq")  # fmt: skip
 HEADER_COLS = ("run_id", "seq", "parent_seq", "root_seq", "created_at", "trigger", "label",
                "node", "schema_version", "serializer", "metadata", "size", "nodes_written",
-               "node_count", "manifest", "checksum")  # fmt: skip
-"""Every checkpoint column but the state blob (and ``retired``): listing reads no payload."""
+               "node_count", "manifest", "checksum", "payload_hash")  # fmt: skip
+"""Every checkpoint column but the state and snapshot blobs (and ``retired``): listing
+reads no payload."""
 NODE_COLS = ("node_id", "seq", "status", "attempt", "error", "started_at", "finished_at", "deps",
              "serializer", "output", "checksum")  # fmt: skip
 
@@ -48,14 +49,15 @@ _TEMPLATES = {
     "AND c.seq = a.latest",
     "run_one": "{runs} WHERE r.run_id = ?",
     "count_seqs": f"SELECT COUNT(*) FROM {CHECKPOINTS} WHERE run_id = ? AND seq IN (?, ?)",
-    "cp_insert": f"INSERT INTO {CHECKPOINTS} ({_H}, state, retired) VALUES ({_marks(18)})",
+    "cp_insert": f"INSERT INTO {CHECKPOINTS} ({_H}, state, snapshot, retired) "
+    f"VALUES ({_marks(20)})",
     "node_insert": f"INSERT INTO {NODES} (run_id, {_N}) VALUES ({_marks(12)})",
     "cp_latest": f"SELECT {_H}, state FROM {CHECKPOINTS} WHERE run_id = ? AND retired = 0 "
     "ORDER BY seq DESC LIMIT 1",
     "cp_at": f"SELECT {_H}, state FROM {CHECKPOINTS} WHERE run_id = ? AND seq = ? AND retired = 0",
-    "cp_links": f"SELECT seq, parent_seq FROM {CHECKPOINTS} WHERE run_id = ? "
-    "AND seq >= ? AND seq <= ?",
-    "nodes_range": f"SELECT {_N} FROM {NODES} WHERE run_id = ? AND seq >= ? AND seq <= ?",
+    "chain": f"SELECT {_H} FROM {CHECKPOINTS} WHERE run_id = ? AND seq >= ? AND seq <= ?",
+    "snapshot": f"SELECT snapshot FROM {CHECKPOINTS} WHERE run_id = ? AND seq = ?",
+    "nodes_range": f"SELECT {_N} FROM {NODES} WHERE run_id = ? AND seq > ? AND seq <= ?",
     "cp_list": f"SELECT {_H} FROM {CHECKPOINTS} WHERE run_id = ? AND retired = 0 ORDER BY seq",
     "nth_live": f"SELECT seq FROM {CHECKPOINTS} WHERE run_id = ? AND retired = 0 "
     "ORDER BY seq DESC LIMIT 1 OFFSET ?",

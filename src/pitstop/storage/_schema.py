@@ -87,14 +87,12 @@ def _v1_to_v2(cur: Cursor, dialect: Dialect) -> None:
     from . import _models
     from ._migrate_v1 import convert_run
 
-    for col, sql_type, default in (
-        ("root_seq", "INTEGER", "0"),
-        ("node_count", "INTEGER", "0"),
-        ("manifest", "VARCHAR", "''"),
-        ("retired", "INTEGER", "0"),
-    ):
-        cur.execute(f"ALTER TABLE pitstop_checkpoints ADD COLUMN {col} {sql_type} "
-                    f"NOT NULL DEFAULT {default}")  # fmt: skip
+    blob = "BLOB" if dialect == "sqlite" else "BYTEA"
+    zero, empty = "INTEGER NOT NULL DEFAULT 0", "VARCHAR NOT NULL DEFAULT ''"
+    columns = (("root_seq", zero), ("node_count", zero), ("manifest", empty), ("retired", zero),
+               ("payload_hash", empty), ("snapshot", blob))  # fmt: skip
+    for col, sql_type in columns:
+        cur.execute(f"ALTER TABLE pitstop_checkpoints ADD COLUMN {col} {sql_type}")
     for stmt in _models.ddl(dialect, "pitstop_runs"):
         cur.execute(stmt)
     cur.execute("SELECT DISTINCT run_id FROM pitstop_checkpoints")
