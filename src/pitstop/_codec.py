@@ -24,7 +24,7 @@ import msgspec
 from ._errors import CorruptCheckpoint, SchemaVersionError, SerializationError
 from ._records import CheckpointRecord, NodeRow
 from ._serde import Serializer
-from ._types import Checkpoint, NodeState, NodeStatus, Undecoded, _trusted_node_state
+from ._types import Checkpoint, NodeFields, NodeMap, NodeStatus, Undecoded
 
 FORMAT_VERSION = 2
 """Version of the checkpoint layout (checksums, snapshots, lineage); in every row."""
@@ -194,27 +194,43 @@ def decode_checkpoint(
 ) -> Checkpoint:
     """A verified view as a Checkpoint (outputs as ``Undecoded`` when not ``outputs``)."""
     run_id, seq = target.run_id, target.seq
-    nodes: dict[str, NodeState] = {}
-    trusted = _trusted_node_state
+    fields: dict[str, NodeFields] = {}
+    blobs: dict[str, list[NodeRow]] = {}
     for node_id in sorted(view):
         row = view[node_id]
         status = _STATUSES.get(row.status)
         if status is None:
             raise CorruptCheckpoint(run_id, seq, f"unknown node status {row.status!r}")
-        output: Any = None
+        fields[node_id] = (status, row.attempt, row.error, row.started_at, row.finished_at,
+                           row.deps)  # fmt: skip
         if row.output is not None:
-            if outputs:
-                output = _loads(pick(row.serializer, serializers, run_id, seq), row, seq)
-            else:
-                output = Undecoded(row.serializer, len(row.output))
-        nodes[node_id] = trusted(node_id, status, output, row.attempt, row.error,
-                                 row.started_at, row.finished_at, row.deps)  # fmt: skip
+            blobs.setdefault(row.serializer, []).append(row)
+    decoded: dict[str, Any] = {}
+    for tag, rows in blobs.items():
+        if outputs:
+            values = _loads_many(pick(tag, serializers, run_id, seq), rows, seq)
+        else:
+            values = [Undecoded(tag, len(r.output or b"")) for r in rows]
+        decoded.update(zip((r.node_id for r in rows), values, strict=True))
     state = None
     if target.state is not None and outputs:
         state = pick(target.serializer, serializers, run_id, seq).loads(target.state)
     elif target.state is not None:
         state = Undecoded(target.serializer, len(target.state))
-    return Checkpoint(info=target.info(), nodes=nodes, state=state)
+    return Checkpoint(info=target.info(), nodes=NodeMap(fields, decoded), state=state)
+
+
+def _loads_many(ser: Serializer, rows: list[NodeRow], seq: int) -> list[Any]:
+    """Decode outputs, in one call when the serializer has ``loads_many``."""
+    many = getattr(ser, "loads_many", None)
+    if many is not None:
+        try:
+            values: list[Any] = many([r.output or b"" for r in rows])
+        except SerializationError:
+            values = []  # decode one by one below to name the node that fails
+        if len(values) == len(rows):
+            return values
+    return [_loads(ser, r, seq) for r in rows]
 
 
 def _loads(ser: Serializer, row: NodeRow, seq: int) -> Any:

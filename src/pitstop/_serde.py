@@ -235,6 +235,16 @@ class JsonSerializer:
         """
         return _encode(value, _ENCODE, "", _SERIALIZER_TAIL)
 
+    def loads_many(self, blobs: list[bytes]) -> list[Any]:
+        """Decode many blobs written by ``dumps`` in one pass (a restore's outputs).
+
+        Raises:
+            SerializationError: some blob is not JSON; the caller then decodes one
+                by one to name it.
+        """
+        values: list[Any] = self.loads(b"[" + b",".join(blobs) + b"]")
+        return values
+
     def loads(self, data: bytes) -> Any:
         """Decode bytes written by ``dumps``.
 

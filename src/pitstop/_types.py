@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 
 def check_id(kind: str, value: object) -> str:
@@ -182,12 +181,60 @@ class RunInfo:
         return self.latest_seq is not None and self.status is not RunStatus.SUCCEEDED
 
 
+NodeFields = tuple[NodeStatus, int, "str | None", "float | None", "float | None", tuple[str, ...]]
+"""(status, attempt, error, started_at, finished_at, deps) of one node."""
+
+
+class NodeMap(Mapping[str, NodeState]):
+    """The node states of a checkpoint, each built on first access.
+
+    A restore of 10,000 nodes hands back ``completed`` and ``to_run`` without
+    building 10,000 ``NodeState`` objects; ``nodes[id]`` builds (and keeps) one.
+    """
+
+    __slots__ = ("_cache", "fields", "outputs")
+
+    def __init__(self, fields: dict[str, NodeFields], outputs: dict[str, Any]) -> None:
+        self.fields = fields
+        self.outputs = outputs
+        self._cache: dict[str, NodeState] = {}
+
+    @classmethod
+    def of(cls, nodes: Mapping[str, NodeState]) -> NodeMap:
+        """A NodeMap holding NodeStates built elsewhere."""
+        out = cls({k: (n.status, n.attempt, n.error, n.started_at, n.finished_at, n.deps)
+                   for k, n in nodes.items()}, {k: n.output for k, n in nodes.items()})  # fmt: skip
+        out._cache.update(nodes)
+        return out
+
+    def __getitem__(self, node_id: str) -> NodeState:
+        found = self._cache.get(node_id)
+        if found is None:
+            status, attempt, error, started, finished, deps = self.fields[node_id]
+            found = _trusted_node_state(node_id, status, self.outputs.get(node_id), attempt,
+                                        error, started, finished, deps)  # fmt: skip
+            self._cache[node_id] = found
+        return found
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.fields)
+
+    def __len__(self) -> int:
+        return len(self.fields)
+
+    def __contains__(self, node_id: object) -> bool:
+        return node_id in self.fields
+
+    def __repr__(self) -> str:
+        return f"NodeMap({len(self.fields)} nodes)"
+
+
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
     """A restored, verified checkpoint.
 
-    ``nodes`` holds every node's state; the properties sort them by what resume
-    does with them.
+    ``nodes`` holds every node's state (a read-only mapping); the properties
+    sort them by what resume does with them.
     """
 
     info: CheckpointInfo
@@ -195,7 +242,12 @@ class Checkpoint:
     state: Any = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "nodes", MappingProxyType(dict(self.nodes)))
+        if not isinstance(self.nodes, NodeMap):
+            object.__setattr__(self, "nodes", NodeMap.of(dict(self.nodes)))
+
+    @property
+    def _map(self) -> NodeMap:
+        return cast(NodeMap, self.nodes)  # __post_init__ made it one
 
     @property
     def run_id(self) -> str:
@@ -212,7 +264,9 @@ class Checkpoint:
     @property
     def completed(self) -> Mapping[str, Any]:
         """Outputs of completed nodes, by node id: resume skips these."""
-        return {k: n.output for k, n in self.nodes.items() if n.status is NodeStatus.COMPLETED}
+        m = self._map
+        done, outputs = NodeStatus.COMPLETED, m.outputs
+        return {k: outputs.get(k) for k, f in m.fields.items() if f[0] is done}
 
     @property
     def interrupted(self) -> tuple[str, ...]:
@@ -227,21 +281,21 @@ class Checkpoint:
     @property
     def failed(self) -> Mapping[str, str | None]:
         """Errors of failed nodes, by node id: resume runs them again."""
-        return {k: n.error for k, n in self.nodes.items() if n.status is NodeStatus.FAILED}
+        return {k: f[2] for k, f in self._map.fields.items() if f[0] is NodeStatus.FAILED}
 
     @property
     def to_run(self) -> tuple[str, ...]:
         """Every node resume must (re-)run: interrupted, failed and pending."""
-        return tuple(k for k, n in self.nodes.items() if n.status is not NodeStatus.COMPLETED)
+        return tuple(k for k, f in self._map.fields.items() if f[0] is not NodeStatus.COMPLETED)
 
     @property
     def attempts(self) -> Mapping[str, int]:
-        return {k: n.attempt for k, n in self.nodes.items()}
+        return {k: f[1] for k, f in self._map.fields.items()}
 
     @property
     def graph(self) -> Mapping[str, tuple[str, ...]]:
         """Dependencies of each node, as the runner declared them."""
-        return {k: n.deps for k, n in self.nodes.items()}
+        return {k: f[5] for k, f in self._map.fields.items()}
 
     def _with(self, status: NodeStatus) -> tuple[str, ...]:
-        return tuple(k for k, n in self.nodes.items() if n.status is status)
+        return tuple(k for k, f in self._map.fields.items() if f[0] is status)
