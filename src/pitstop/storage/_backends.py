@@ -25,8 +25,14 @@ BUSY_TIMEOUT_MS = 5000
 Durability = Literal["full", "normal"]
 
 
-def drive(cur: Any, dialect: Dialect, program: Txn[Any]) -> Any:
-    """Execute what ``program`` yields on a DB-API cursor; return what it returns."""
+def drive(
+    cur: Any, dialect: Dialect, program: Txn[Any], sync: Callable[[], None] | None = None
+) -> Any:
+    """Execute what ``program`` yields on a DB-API cursor; return what it returns.
+
+    ``sync`` flushes a pipeline before a row count is read (psycopg's pipeline
+    mode only knows it once the server answered).
+    """
     sql = dialect.sql
     result: Any = None
     while True:
@@ -39,7 +45,14 @@ def drive(cur: Any, dialect: Dialect, program: Txn[Any]) -> Any:
             result = None
         else:
             cur.execute(sql[stmt.key], stmt.params)
-            result = cur.fetchall() if stmt.mode == "rows" else cur.rowcount
+            if stmt.mode == "rows":
+                result = cur.fetchall()
+            elif stmt.mode == "count":
+                if sync is not None:
+                    sync()
+                result = cur.rowcount
+            else:
+                result = None
 
 
 def _describe(exc: BaseException) -> str:
@@ -263,11 +276,13 @@ class PostgresBackend:
             ok = False
             try:
                 errors = wrap_errors(call, self.where, (psycopg.IntegrityError,))
-                with errors, conn.transaction():
+                # Pipeline mode: statements whose results the program does not read
+                # (and BEGIN, COMMIT) travel together, so a save is two round trips.
+                with errors, conn.pipeline() as pipeline, conn.transaction():
                     cur = conn.cursor()
                     if not call.write:
                         cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    result = drive(cur, POSTGRES, call.program(*call.args))
+                    result = drive(cur, POSTGRES, call.program(*call.args), pipeline.sync)
                 ok = True
                 return result
             finally:

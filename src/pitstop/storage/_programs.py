@@ -28,7 +28,9 @@ class Stmt:
 
     key: str
     params: Sequence[Any] = ()
-    mode: Literal["rows", "count", "many"] = "rows"
+    mode: Literal["rows", "count", "exec", "many"] = "rows"
+    """rows: fetch them; count: the row count; exec and many: nothing (so a driver
+    may pipeline the statement with the ones after it)."""
 
 
 Txn = Generator[Stmt, Any, R]
@@ -106,20 +108,20 @@ def _run_params(run: RunFields, last_seq: int, now: float) -> tuple[Any, ...]:
 def save(plan: SavePlan) -> Txn[Saved]:
     """Assign the next seq, check the base, insert checkpoint and rows, apply retention."""
     run_id = plan.run_id
-    found = yield Stmt("run_lock", (run_id,))
-    hwm = found[0][6] if found else 0
+    # One statement locks the run's row, reads its high-water seq and checks that the
+    # base's chain (parent and root) is still there (delete or retention elsewhere).
+    parent = plan.parent_seq if plan.parent_seq is not None else 0
+    root = plan.root_seq if plan.root_seq is not None else parent
+    found = yield Stmt("run_lock", (parent, root, run_id))
+    hwm, n = found[0] if found else (0, 0)
     if plan.expected_hwm is not None and hwm != plan.expected_hwm:
         raise StaleBaseError(run_id, plan.expected_hwm, hwm)
-    if not plan.snapshot and plan.parent_seq is not None:
-        # The chain parent -> root must still be there (delete or retention elsewhere).
-        root = plan.root_seq if plan.root_seq is not None else plan.parent_seq
-        (n,), *_ = yield Stmt("count_seqs", (run_id, plan.parent_seq, root))
-        if n != len({plan.parent_seq, root}):
-            return Saved(None)
+    if not plan.snapshot and plan.parent_seq is not None and n != len({parent, root}):
+        return Saved(None)
     seq = hwm + 1
     record, rows = plan.finalize(seq)
-    yield Stmt("run_upsert", _run_params(plan.run, seq, record.created_at), "count")
-    yield Stmt("cp_insert", (*_header(record), record.state, record.snapshot, 0), "count")
+    yield Stmt("run_upsert", _run_params(plan.run, seq, record.created_at), "exec")
+    yield Stmt("cp_insert", (*_header(record), record.state, record.snapshot, 0), "exec")
     if rows:
         yield Stmt("node_insert", [_node_params(run_id, r) for r in rows], "many")
     removed: tuple[int, ...] = ()
@@ -147,7 +149,7 @@ def _retain(run_id: str, keep: int) -> Txn[tuple[int, ...]]:
         doomed = yield Stmt("live_before", (run_id, nth[0][0]))
         removed = tuple(s for (s,) in doomed)
         if removed:
-            yield Stmt("retire_before", (run_id, nth[0][0]), "count")
+            yield Stmt("retire_before", (run_id, nth[0][0]), "exec")
     yield from _collect(run_id)
     return removed
 
@@ -162,8 +164,8 @@ def _collect(run_id: str) -> Txn[None]:
     if floor is None:  # no live checkpoint left: nothing is read any more
         found = yield Stmt("run_get", (run_id,))
         floor = (found[0][6] if found else 0) + 1
-    yield Stmt("gc_checkpoints", (run_id, floor), "count")
-    yield Stmt("gc_nodes", (run_id, floor), "count")
+    yield Stmt("gc_checkpoints", (run_id, floor), "exec")
+    yield Stmt("gc_nodes", (run_id, floor), "exec")
 
 
 def prune(run_id: str, keep: int) -> Txn[tuple[int, ...]]:
@@ -177,7 +179,7 @@ def delete(run_id: str, seq: int | None) -> Txn[int]:
     else:
         ((n,),) = yield Stmt("live_count", (run_id,))
         if n:
-            yield Stmt("retire_before", (run_id, 2**62), "count")
+            yield Stmt("retire_before", (run_id, 2**62), "exec")
     if not n:
         raise CheckpointNotFound(run_id, seq)
     yield from _collect(run_id)

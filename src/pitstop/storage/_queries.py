@@ -37,7 +37,8 @@ _UPSERT_SET = ", ".join(f"{c} = excluded.{c}" for c in (*RUN_COLS, "updated_at")
 
 _TEMPLATES = {
     "run_get": f"SELECT {_R} FROM {RUNS} WHERE run_id = ?",
-    "run_lock": f"SELECT {_R} FROM {RUNS} WHERE run_id = ?{{lock}}",
+    "run_lock": f"SELECT r.last_seq, (SELECT COUNT(*) FROM {CHECKPOINTS} c WHERE "
+    f"c.run_id = r.run_id AND c.seq IN (?, ?)) FROM {RUNS} r WHERE r.run_id = ?{{lock}}",
     "run_upsert": f"INSERT INTO {RUNS} (run_id, {_R}, updated_at) VALUES ({_marks(9)}) "
     f"ON CONFLICT (run_id) DO UPDATE SET {_UPSERT_SET}",
     "run_status": f"UPDATE {RUNS} SET status = ?, attempt = ?, started_at = ?, ended_at = ?, "
@@ -48,7 +49,6 @@ _TEMPLATES = {
     f"ON a.run_id = r.run_id LEFT JOIN {CHECKPOINTS} c ON c.run_id = a.run_id "
     "AND c.seq = a.latest",
     "run_one": "{runs} WHERE r.run_id = ?",
-    "count_seqs": f"SELECT COUNT(*) FROM {CHECKPOINTS} WHERE run_id = ? AND seq IN (?, ?)",
     "cp_insert": f"INSERT INTO {CHECKPOINTS} ({_H}, state, snapshot, retired) "
     f"VALUES ({_marks(20)})",
     "node_insert": f"INSERT INTO {NODES} (run_id, {_N}) VALUES ({_marks(12)})",
@@ -84,7 +84,7 @@ class Dialect:
 
 
 def _build(name: Literal["sqlite", "postgresql"]) -> Dialect:
-    lock = " FOR UPDATE" if name == "postgresql" else ""
+    lock = " FOR UPDATE OF r" if name == "postgresql" else ""
     out = {}
     for key, text in _TEMPLATES.items():
         text = text.replace("{lock}", lock).replace("{runs}", _TEMPLATES["runs"])
