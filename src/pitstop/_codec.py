@@ -107,18 +107,17 @@ def pick(tag: str, serializers: Mapping[str, Serializer], run_id: str, seq: int)
 
 
 def _header(r: CheckpointRecord, top: int) -> None:
-    try:
+    if r.seq == top:
         r.info()  # damaged header columns raise CorruptCheckpoint before anything else
-    except CorruptCheckpoint as exc:
-        if r.seq == top:
-            raise
-        raise CorruptCheckpoint(r.run_id, top, f"seq {r.seq} on its chain: {exc.reason}") from exc
+    if not isinstance(r.schema_version, int):
+        raise CorruptCheckpoint(r.run_id, top, f"seq {r.seq} has a damaged header")
     if r.schema_version > FORMAT_VERSION:
         raise SchemaVersionError(r.schema_version, FORMAT_VERSION, run_id=r.run_id, seq=r.seq)
     try:
         ok = record_checksum(r) == r.checksum
-    except (TypeError, ValueError) as exc:
-        raise CorruptCheckpoint(r.run_id, top, f"seq {r.seq} has a damaged header: {exc}") from exc
+    except (TypeError, ValueError, OverflowError) as exc:
+        what = "damaged header" if r.seq == top else f"seq {r.seq} on its chain: damaged header"
+        raise CorruptCheckpoint(r.run_id, top, f"{what}: {exc}") from exc
     if not ok:
         what = "checkpoint" if r.seq == top else f"seq {r.seq} on its chain:"
         raise CorruptCheckpoint(r.run_id, top, f"{what} checksum mismatch")

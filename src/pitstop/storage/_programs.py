@@ -202,27 +202,27 @@ def set_run(run: RunFields) -> Txn[bool]:
 def load(run_id: str, seq: int | None) -> Txn[Loaded]:
     """The checkpoint (latest live one when ``seq`` is None) and everything its chain reads."""
     if seq is None:
-        found = yield Stmt("cp_latest", (run_id,))
+        found = yield Stmt("load_latest", (run_id, run_id))
     else:
-        found = yield Stmt("cp_at", (run_id, seq))
-    if not found:
+        found = yield Stmt("load_at", (run_id, seq, run_id))
+    by_seq = {r[1]: r for r in found}
+    top = max(by_seq, default=None) if seq is None else seq if seq in by_seq else None
+    if top is None:
         raise CheckpointNotFound(run_id, seq)
-    state = found[0][17]
-    record = _record(found[0], None if state is None else bytes(state))
-    top, root = record.seq, record.root_seq
-    if not isinstance(top, int) or not isinstance(root, int) or root > top:
+    head = by_seq[top]
+    record = _record(head, None if head[17] is None else bytes(head[17]))
+    root = record.root_seq
+    if not isinstance(root, int) or root > top:
         raise CorruptCheckpoint(run_id, top, f"damaged lineage (root {root!r})")
-    headers = {r[1]: r for r in (yield Stmt("chain", (run_id, root, top)))}
     chain, at = [record], top
     while at != root:
         parent = chain[-1].parent_seq
-        if parent is None or parent not in headers or parent >= at:
+        if parent is None or parent not in by_seq or parent >= at:
             raise CorruptCheckpoint(run_id, top, f"lineage broken at seq {at}")
         at = parent
-        chain.append(_record(headers[at], None))
-    blob = yield Stmt("snapshot", (run_id, root))
-    snap = None if not blob or blob[0][0] is None else bytes(blob[0][0])
-    chain[-1] = replace(chain[-1], snapshot=snap)
+        chain.append(_record(by_seq[at], None))
+    blob = by_seq[root][18]
+    chain[-1] = replace(chain[-1], snapshot=None if blob is None else bytes(blob))
     seqs = {r.seq for r in chain}
     try:
         rows = [_node(r) for r in (yield Stmt("nodes_range", (run_id, root, top))) if r[1] in seqs]

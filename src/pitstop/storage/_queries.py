@@ -33,6 +33,17 @@ def _marks(n: int) -> str:
     return ", ".join("?" * n)
 
 
+# A restore's first query: the checkpoint asked for (with its state), every
+# header of its chain, and the root's snapshot blob, in one round trip.
+_CH = ", ".join(f"c.{col}" for col in HEADER_COLS)
+_LOAD = (
+    f"WITH t AS (SELECT seq, root_seq FROM {CHECKPOINTS} WHERE run_id = ? AND retired = 0 "
+    "{which}) "
+    f"SELECT {_CH}, CASE WHEN c.seq = t.seq THEN c.state END, "
+    "CASE WHEN c.seq = t.root_seq THEN c.snapshot END "
+    f"FROM {CHECKPOINTS} c JOIN t ON c.run_id = ? "
+    "AND (c.seq = t.seq OR (c.seq >= t.root_seq AND c.seq <= t.seq))"
+)
 _UPSERT_SET = ", ".join(f"{c} = excluded.{c}" for c in (*RUN_COLS, "updated_at"))
 
 _TEMPLATES = {
@@ -52,11 +63,8 @@ _TEMPLATES = {
     "cp_insert": f"INSERT INTO {CHECKPOINTS} ({_H}, state, snapshot, retired) "
     f"VALUES ({_marks(20)})",
     "node_insert": f"INSERT INTO {NODES} (run_id, {_N}) VALUES ({_marks(12)})",
-    "cp_latest": f"SELECT {_H}, state FROM {CHECKPOINTS} WHERE run_id = ? AND retired = 0 "
-    "ORDER BY seq DESC LIMIT 1",
-    "cp_at": f"SELECT {_H}, state FROM {CHECKPOINTS} WHERE run_id = ? AND seq = ? AND retired = 0",
-    "chain": f"SELECT {_H} FROM {CHECKPOINTS} WHERE run_id = ? AND seq >= ? AND seq <= ?",
-    "snapshot": f"SELECT snapshot FROM {CHECKPOINTS} WHERE run_id = ? AND seq = ?",
+    "load_latest": _LOAD.format(which="ORDER BY seq DESC LIMIT 1"),
+    "load_at": _LOAD.format(which="AND seq = ?"),
     "nodes_range": f"SELECT {_N} FROM {NODES} WHERE run_id = ? AND seq > ? AND seq <= ?",
     "cp_list": f"SELECT {_H} FROM {CHECKPOINTS} WHERE run_id = ? AND retired = 0 ORDER BY seq",
     "nth_live": f"SELECT seq FROM {CHECKPOINTS} WHERE run_id = ? AND retired = 0 "
