@@ -279,7 +279,7 @@ class PostgresBackend:
                 # Pipeline mode: statements whose results the program does not read
                 # (and BEGIN, COMMIT) travel together, so a save is two round trips.
                 with errors, conn.pipeline() as pipeline, conn.transaction():
-                    cur = conn.cursor()
+                    cur = conn.cursor(binary=True)  # bytea as bytes, not hex text
                     if not call.write:
                         cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                     result = drive(cur, POSTGRES, call.program(*call.args), pipeline.sync)
