@@ -382,3 +382,16 @@ async def test_failed_run_is_recorded_even_when_its_checkpoint_fails(
     assert run is not None and run.status is RunStatus.FAILED
     assert run.error == "RuntimeError: node b crashed"
     assert [i.trigger for i in await m.list_checkpoints()] == ["every_n_nodes"]
+
+
+async def test_base_deleted_by_another_manager_means_a_snapshot(
+    store: Store, twin: MakeTwin
+) -> None:
+    m = twin("r", store=store)
+    await run_nodes(m, "a", "b")
+    await m.save_checkpoint()
+    await twin("r", store=store).delete()  # someone else deletes the run's checkpoints
+    await run_nodes(m, "c")
+    info = await m.save_checkpoint()
+    assert (info.seq, info.parent_seq, info.snapshot, info.nodes_written) == (2, None, True, 3)
+    assert set((await m.load_checkpoint()).completed) == {"a", "b", "c"}

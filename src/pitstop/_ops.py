@@ -263,8 +263,9 @@ class ManagerBase:
             plan = core.plan(trigger, label, node, metadata)
             saved: P.Saved = yield Call(P.save, (plan,), True)
             if saved.seq is None:
-                # The base checkpoint was deleted meanwhile: write every node instead.
+                # The base checkpoint was deleted meanwhile: start a new lineage.
                 core.abort(plan)
+                core.forget_lineage()
                 plan = core.plan(trigger, label, node, metadata, snapshot=True)
                 saved = yield Call(P.save, (plan,), True)
             if saved.seq is None or plan.record is None:

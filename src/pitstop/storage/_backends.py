@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from .._errors import PitstopError, StaleBaseError, StoreError
 from . import _schema
-from ._programs import Call, Txn
+from ._programs import Call, Txn, fits_one_statement, save, save_at_once
 from ._queries import POSTGRES, SQLITE, Dialect
 
 BUSY_TIMEOUT_MS = 5000
@@ -276,6 +276,12 @@ class PostgresBackend:
             ok = False
             try:
                 errors = wrap_errors(call, self.where, (psycopg.IntegrityError,))
+                if call.program is save and fits_one_statement(call.args[0]):
+                    # One autocommit statement: one round trip, atomic by itself.
+                    with errors:
+                        result = drive(conn.cursor(binary=True), POSTGRES, save_at_once(*call.args))
+                    ok = True
+                    return result
                 # Pipeline mode: statements whose results the program does not read
                 # (and BEGIN, COMMIT) travel together, so a save is two round trips.
                 with errors, conn.pipeline() as pipeline, conn.transaction():

@@ -130,6 +130,38 @@ def save(plan: SavePlan) -> Txn[Saved]:
     return Saved(seq, removed)
 
 
+def fits_one_statement(plan: SavePlan) -> bool:
+    """Whether ``save_at_once`` can write ``plan``: its seq is known up front (the
+    manager knows the run's high-water seq) and no retention runs with it."""
+    return plan.expected_hwm is not None and plan.keep_last is None
+
+
+def save_at_once(plan: SavePlan) -> Txn[Saved]:
+    """``save`` as one statement, for a backend that can (PostgreSQL: one round trip,
+    in autocommit). Only for a plan that ``fits_one_statement``.
+    """
+    if plan.expected_hwm is None:
+        raise ValueError("save_at_once needs the expected high-water seq")
+    run_id, run = plan.run_id, plan.run
+    parent = 0 if plan.snapshot or plan.parent_seq is None else plan.parent_seq
+    root = parent if plan.snapshot or plan.root_seq is None else plan.root_seq
+    need = 0 if parent == 0 else len({parent, root})
+    record, rows = plan.finalize(plan.expected_hwm + 1)
+    columns = list(zip(*[_node_params(run_id, r)[1:] for r in rows], strict=True)) or [()] * 11
+    arrays = [list(c) for i, c in enumerate(columns) if i != 1]  # seq is one value for all
+    params = (parent, root, run_id, plan.expected_hwm, need,
+              run.status.value, run.attempt, run.started_at, run.ended_at, run.error,
+              run.graph_fingerprint, record.seq, record.created_at, run_id,
+              *_header(record), record.state, record.snapshot,
+              run_id, record.seq, *arrays)  # fmt: skip
+    ((hwm, _, inserted),) = yield Stmt("save_at_once", params)
+    if inserted:
+        return Saved(record.seq)
+    if hwm != plan.expected_hwm:
+        raise StaleBaseError(run_id, plan.expected_hwm, hwm)
+    return Saved(None)  # the base's chain is gone: write a snapshot
+
+
 def _header(r: CheckpointRecord) -> tuple[Any, ...]:
     return (r.run_id, r.seq, r.parent_seq, r.root_seq, r.created_at, r.trigger, r.label, r.node,
             r.schema_version, r.serializer, r.metadata, r.size, r.nodes_written, r.node_count,

@@ -83,6 +83,33 @@ _TEMPLATES = {
 }
 
 
+# PostgreSQL only: a whole save (fence, run row, checkpoint, node rows) as one
+# autocommit statement, one round trip. Every write is conditional on `ok`, so
+# a stale base writes nothing; FOR UPDATE makes a concurrent writer wait and then
+# see the new high-water seq (READ COMMITTED re-checks the locked row).
+_NODE_ARRAYS = ("node_id text", "status text", "attempt int", "error text", "started_at float8",
+                "finished_at float8", "deps text", "serializer text", "output bytea",
+                "checksum text")  # fmt: skip
+SAVE_AT_ONCE = (
+    "WITH lock AS (SELECT r.last_seq, (SELECT COUNT(*) FROM {cp} c WHERE c.run_id = r.run_id "
+    "AND c.seq IN (?, ?)) AS n FROM {runs} r WHERE r.run_id = ? FOR UPDATE OF r), "
+    "ok AS (SELECT 1 FROM lock WHERE last_seq = ? AND n = ?), "
+    "run AS (UPDATE {runs} SET status = ?, attempt = ?, started_at = ?, ended_at = ?, "
+    "error = ?, graph_fingerprint = ?, last_seq = ?, updated_at = ? WHERE run_id = ? "
+    "AND EXISTS (SELECT 1 FROM ok) RETURNING 1), "
+    "cp AS (INSERT INTO {cp} ({h}, state, snapshot, retired) SELECT {marks}, 0 "
+    "WHERE EXISTS (SELECT 1 FROM ok) RETURNING 1), "
+    "nodes AS (INSERT INTO {nodes} (run_id, {n}) SELECT ?, u.node_id, ?, u.status, u.attempt, "
+    "u.error, u.started_at, u.finished_at, u.deps, u.serializer, u.output, u.checksum "
+    "FROM unnest({arrays}) AS u({names}) WHERE EXISTS (SELECT 1 FROM ok)) "
+    "SELECT (SELECT last_seq FROM lock), (SELECT n FROM lock), (SELECT COUNT(*) FROM cp)"
+).format(
+    cp=CHECKPOINTS, runs=RUNS, nodes=NODES, h=_H, n=_N, marks=_marks(19),
+    arrays=", ".join(f"?::{a.split()[1]}[]" for a in _NODE_ARRAYS),
+    names=", ".join(a.split()[0] for a in _NODE_ARRAYS),
+)  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True)
 class Dialect:
     """The statements of one database, ready to execute."""
@@ -94,7 +121,8 @@ class Dialect:
 def _build(name: Literal["sqlite", "postgresql"]) -> Dialect:
     lock = " FOR UPDATE OF r" if name == "postgresql" else ""
     out = {}
-    for key, text in _TEMPLATES.items():
+    templates = dict(_TEMPLATES, save_at_once=SAVE_AT_ONCE) if name == "postgresql" else _TEMPLATES
+    for key, text in templates.items():
         text = text.replace("{lock}", lock).replace("{runs}", _TEMPLATES["runs"])
         out[key] = text.replace("?", "%s") if name == "postgresql" else text
     return Dialect(name, out)
