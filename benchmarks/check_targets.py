@@ -1,6 +1,10 @@
 """Check the performance targets against a benchmark results file.
 
-Usage: python benchmarks/check_targets.py [.benchmarks/latest.json]
+Usage: python benchmarks/check_targets.py [--peers | --all] [.benchmarks/latest.json]
+
+Without a flag, the targets of pitstop alone (below); ``--peers``, those of the
+side-by-side comparison with LangGraph's savers (``bench_peers.py``, written by
+``benchmarks/run.sh peers``); ``--all``, both.
 
 Prints Markdown tables (p50 and p95 of each variant next to its baseline from
 the same run, with the ratio of p50s), then one PASS/FAIL line per target.
@@ -13,6 +17,17 @@ Targets:
   runner and N: p50 ratio <= 1.02;
 - saving 1 changed node is flat in K: p50 at K=10,000 at most 2x the p50 at
   K=10, for each backend and twin.
+
+Peer targets (``--peers``; issue "Storage v2: beat LangGraph's savers on every
+save and restore"), K = 10, 1,000, 10,000, one changed node per save:
+- save p50 on SQLite, sync and async twin, at most SqliteSaver.put's p50 (sync);
+- save p50 on PostgreSQL at most 0.6 ms, both twins;
+- save p95 at most 2x its p50, every pitstop variant, at every K;
+- restore latest on SQLite at K=10 at most 0.4 ms; at K=10,000 at most 25 ms
+  on SQLite and PostgreSQL (both twins) and at most LangGraph's sync
+  ``get_tuple`` on the same backend;
+- save with ``keep_last=5``: p50 at K=10,000 at most 2x the p50 at K=10;
+- SQLite file after 200 saves at K=1,000 no larger than SqliteSaver's.
 """
 
 from __future__ import annotations
@@ -36,6 +51,19 @@ STORAGE_SIZES = [10, 1_000, 10_000]
 SAVE_SMALL, SAVE_LARGE = 10, 10_000
 BACKENDS = ["memory", "sqlite", "postgres"]
 TWINS = ["sync", "async"]
+# bench_peers.py: variants by backend; the peers are "langgraph sync" / "langgraph async".
+PEER_BACKENDS = {
+    "sqlite": ["pitstop sync", "pitstop async", "pitstop sync normal",
+               "pitstop sync keep_last=5", "langgraph sync", "langgraph async"],
+    "postgres": ["pitstop sync", "pitstop async", "langgraph sync", "langgraph async"],
+}  # fmt: skip
+PEER_RESTORE = ["pitstop sync", "pitstop async", "langgraph sync", "langgraph async"]
+PEER_SIZE = ["pitstop sync", "pitstop sync keep_last=5", "langgraph sync"]
+PEER_SIZE_K = 1_000
+PG_SAVE_LIMIT_S = 0.6e-3
+P95_RATIO = 2.0
+RESTORE_SMALL_LIMIT_S = 0.4e-3
+RESTORE_LARGE_LIMIT_S = 25e-3
 
 
 class MissingResult(Exception):
@@ -183,14 +211,14 @@ def save_checks(res: Results) -> list[Check]:
     return checks
 
 
-def report(res: Results) -> tuple[str, list[Check]]:
+def run_header(res: Results) -> list[str]:
     d = res.data
     changed = d.get("working_tree", [])
     tree = "clean working tree" if not changed else f"{len(changed)} files changed in the tree"
     src = [line for line in changed if " src/" in line]
     tree += f", {len(src)} of them in src/" if changed else ""
     moved = d.get("commit_at_end", d.get("commit")) != d.get("commit")
-    parts = [
+    return [
         f"run: {d.get('datetime', '?')}, commit {d.get('commit', '?')} at start ({tree})"
         + (f", {d.get('commit_at_end')} at end" if moved else ""),
         f"python {d.get('python', '?')}, {d.get('cpu', '?')} ({d.get('cpus', '?')} cpus), "
@@ -200,6 +228,10 @@ def report(res: Results) -> tuple[str, list[Check]]:
         f"at end {_load(d.get('loadavg_end'))}",
         "",
     ]
+
+
+def report(res: Results) -> tuple[str, list[Check]]:
+    parts = run_header(res)
     table, checks = hooks(res)
     parts += [table, ""]
     for group in OVERHEAD:
@@ -213,13 +245,146 @@ def report(res: Results) -> tuple[str, list[Check]]:
     return "\n".join(parts), checks
 
 
+def _peer_lines(res: Results) -> list[str]:
+    peers = res.data.get("peers", {})
+    versions = ", ".join(f"{k} {v}" for k, v in peers.get("versions", {}).items())
+    lines = [f"peer packages: {versions or '?'}", "SQLite PRAGMAs, read from each connection:"]
+    for who, p in peers.get("sqlite_pragmas", {}).items():
+        lines.append(f"  {who}: journal_mode={p.get('journal_mode')}, "
+                     f"synchronous={p.get('synchronous')}")  # fmt: skip
+    return [*lines, ""]
+
+
+def _peer_table(res: Results, bench: str, backend: str, variants: Sequence[str]) -> str:
+    header = ["K", "variant", "class", "p50 (ms)", "p95 (ms)", "p95 / p50",
+              "p50 / langgraph sync", "p50 / langgraph async"]  # fmt: skip
+    if bench == "peer_save":
+        header.append("snapshots")
+    rows = []
+    for k in STORAGE_SIZES:
+        lg = {t: res.get(bench, backend, f"langgraph {t}", k) for t in TWINS}
+        for v in variants:
+            s = res.get(bench, backend, v, k)
+            row = [f"{k:,}", v, str(s.extra.get("saver", "?")), _ms(s.p50), _ms(s.p95),
+                   f"{s.p95 / s.p50:.2f}", f"{s.p50 / lg['sync'].p50:.2f}",
+                   f"{s.p50 / lg['async'].p50:.2f}"]  # fmt: skip
+            if bench == "peer_save":
+                row.append(str(s.extra.get("snapshots", "?")))
+            rows.append(row)
+    return _table(header, rows)
+
+
+def peers(res: Results) -> tuple[str, list[Check]]:
+    parts = _peer_lines(res)
+    for b, variants in PEER_BACKENDS.items():
+        rounds = ", ".join(
+            f"K={k:,}: {res.get('peer_save', b, variants[0], k).rounds}" for k in STORAGE_SIZES
+        )
+        parts += [f"Peers: save with 1 changed node, {b}, per save (rounds {rounds})", "",
+                  _peer_table(res, "peer_save", b, variants), ""]  # fmt: skip
+    for b in PEER_BACKENDS:
+        rounds = ", ".join(
+            f"K={k:,}: {res.get('peer_restore', b, PEER_RESTORE[0], k).rounds}"
+            for k in STORAGE_SIZES
+        )
+        parts += [f"Peers: restore latest of 20 saves, {b}, per restore (rounds {rounds})", "",
+                  _peer_table(res, "peer_restore", b, PEER_RESTORE), ""]  # fmt: skip
+    sizes = {v: res.get("peer_size", "sqlite", v, PEER_SIZE_K) for v in PEER_SIZE}
+    lg_size = sizes["langgraph sync"].p50
+    saves = sizes["langgraph sync"].extra.get("saves", "?")
+    rows = [[v, str(s.extra.get("saver", "?")), f"{s.p50 / 1e6:,.2f}", f"{s.p50 / lg_size:.3f}"]
+            for v, s in sizes.items()]  # fmt: skip
+    parts += [f"Peers: SQLite file after {saves} saves at K={PEER_SIZE_K:,} (WAL checkpointed)",
+              "", _table(["variant", "class", "MB", "/ langgraph sync"], rows), ""]  # fmt: skip
+    return "\n".join(parts).rstrip(), peer_checks(res, sizes)
+
+
+def peer_checks(res: Results, sizes: dict[str, Stat]) -> list[Check]:
+    checks = []
+    save, restore = "peer_save", "peer_restore"
+    for t in TWINS:
+        for k in STORAGE_SIZES:
+            s = res.get(save, "sqlite", f"pitstop {t}", k)
+            lg = res.get(save, "sqlite", "langgraph sync", k)
+            checks.append(Check(
+                f"save p50 <= SqliteSaver.put p50, sqlite {t} K={k:,}",
+                f"{_ms(s.p50)} ms vs {_ms(lg.p50)} ms = {s.p50 / lg.p50:.2f}x (limit 1)",
+                s.p50 <= lg.p50,
+            ))  # fmt: skip
+    for t in TWINS:
+        for k in STORAGE_SIZES:
+            s = res.get(save, "postgres", f"pitstop {t}", k)
+            checks.append(Check(
+                f"save p50 <= {_ms(PG_SAVE_LIMIT_S)} ms, postgres {t} K={k:,}",
+                f"{_ms(s.p50)} ms", s.p50 <= PG_SAVE_LIMIT_S,
+            ))  # fmt: skip
+    for b, variants in PEER_BACKENDS.items():
+        for v in (v for v in variants if v.startswith("pitstop")):
+            stats = {k: res.get(save, b, v, k) for k in STORAGE_SIZES}
+            ratios = ", ".join(f"K={k:,} {s.p95 / s.p50:.2f}" for k, s in stats.items())
+            checks.append(Check(
+                f"save p95 <= {P95_RATIO:g}x p50, {b} {v}", f"p95/p50 {ratios}",
+                all(s.p95 <= P95_RATIO * s.p50 for s in stats.values()),
+            ))  # fmt: skip
+    small, large = STORAGE_SIZES[0], STORAGE_SIZES[-1]
+    for t in TWINS:
+        s = res.get(restore, "sqlite", f"pitstop {t}", small)
+        checks.append(Check(
+            f"restore p50 <= {_ms(RESTORE_SMALL_LIMIT_S)} ms, sqlite {t} K={small:,}",
+            f"{_ms(s.p50)} ms", s.p50 <= RESTORE_SMALL_LIMIT_S,
+        ))  # fmt: skip
+    for b in PEER_BACKENDS:
+        for t in TWINS:
+            s = res.get(restore, b, f"pitstop {t}", large)
+            checks.append(Check(
+                f"restore p50 <= {_ms(RESTORE_LARGE_LIMIT_S)} ms, {b} {t} K={large:,}",
+                f"{_ms(s.p50)} ms", s.p50 <= RESTORE_LARGE_LIMIT_S,
+            ))  # fmt: skip
+    for b in PEER_BACKENDS:
+        lg = res.get(restore, b, "langgraph sync", large)
+        for t in TWINS:
+            s = res.get(restore, b, f"pitstop {t}", large)
+            checks.append(Check(
+                f"restore p50 <= LangGraph sync get_tuple p50, {b} {t} K={large:,}",
+                f"{_ms(s.p50)} ms vs {_ms(lg.p50)} ms = {s.p50 / lg.p50:.2f}x (limit 1)",
+                s.p50 <= lg.p50,
+            ))  # fmt: skip
+    keep = "pitstop sync keep_last=5"
+    ks, kl = res.get(save, "sqlite", keep, small), res.get(save, "sqlite", keep, large)
+    checks.append(Check(
+        "save with keep_last=5 flat in K, sqlite sync",
+        f"p50 K={large:,} {_ms(kl.p50)} ms / K={small} {_ms(ks.p50)} ms = "
+        f"{kl.p50 / ks.p50:.2f} (limit {SAVE_RATIO:g})",
+        kl.p50 <= SAVE_RATIO * ks.p50,
+    ))  # fmt: skip
+    mine, lg_size = sizes["pitstop sync"].p50, sizes["langgraph sync"].p50
+    checks.append(Check(
+        f"SQLite file after 200 saves at K={PEER_SIZE_K:,} <= SqliteSaver's",
+        f"{mine / 1e6:,.2f} MB vs {lg_size / 1e6:,.2f} MB = {mine / lg_size:.3f}x (limit 1)",
+        mine <= lg_size,
+    ))  # fmt: skip
+    return checks
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("json", nargs="?", default=".benchmarks/latest.json", type=Path)
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--peers", action="store_true", help="only the LangGraph comparison")
+    which.add_argument("--all", action="store_true", help="pitstop's targets and the peers'")
     args = parser.parse_args(argv)
     data = json.loads(args.json.read_text())
+    res = Results(data)
     try:
-        text, checks = report(Results(data))
+        if args.peers:
+            table, checks = peers(res)
+            text = "\n".join([*run_header(res), table, ""])
+        else:
+            text, checks = report(res)
+            if args.all:
+                table, more = peers(res)
+                text += "\n" + table + "\n"
+                checks += more
     except MissingResult as exc:
         print(f"check_targets: {exc} in {args.json}", file=sys.stderr)
         return 2
