@@ -15,8 +15,7 @@ missing, extra or moved row therefore fails, and so does a broken chain.
 from __future__ import annotations
 
 import hashlib
-import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -35,25 +34,11 @@ _ENCODE = msgspec.msgpack.Encoder()
 _DECODE_ROWS = msgspec.msgpack.Decoder(list[NodeRow])
 
 
-def _canon(parts: Iterable[object]) -> bytes:
-    """Canonical bytes: each part typed and length-prefixed, so no two values collide."""
-    out = bytearray()
-    for p in parts:
-        if p is None:
-            b = b"n"
-        elif isinstance(p, str):
-            b = b"s" + p.encode("utf-8")
-        elif isinstance(p, bytes):
-            b = b"b" + p
-        elif isinstance(p, float):
-            b = b"f" + struct.pack(">d", p)
-        elif isinstance(p, int):  # bool never reaches here: rows hold ints
-            b = b"i" + str(p).encode()
-        else:
-            raise TypeError(f"cannot checksum {type(p).__name__}")
-        out += len(b).to_bytes(8, "big")
-        out += b
-    return bytes(out)
+def _canon(parts: tuple[object, ...]) -> bytes:
+    """Canonical bytes of a tuple of str / int / float / bytes / None: its msgpack
+    encoding, which is typed and self-delimiting (so no two values collide) and,
+    with floats always written as doubles, the same for the same values."""
+    return _ENCODE.encode(parts)
 
 
 def node_checksum(run_id: str, seq: int, r: NodeRow) -> str:

@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import msgspec
+
 from ._errors import CorruptCheckpoint
 from ._serde import decode_metadata
 from ._types import CheckpointInfo
@@ -123,9 +125,9 @@ def deps_text(deps: tuple[str, ...]) -> str:
 def deps_from_text(node_id: str, text: object) -> tuple[str, ...]:
     """Decode a deps column; ValueError when it is damaged."""
     try:
-        deps = json.loads(text)  # type: ignore[arg-type]
-    except (TypeError, ValueError) as exc:
+        return _DEPS(text)  # type: ignore[arg-type]
+    except (TypeError, msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise ValueError(f"node {node_id!r} has unreadable deps: {exc}") from exc
-    if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
-        raise ValueError(f"node {node_id!r} has deps that are not a list of node ids")
-    return tuple(deps)
+
+
+_DEPS = msgspec.json.Decoder(tuple[str, ...]).decode

@@ -268,7 +268,7 @@ def load(run_id: str, seq: int | None) -> Txn[Loaded]:
 
 
 def run_info(run_id: str) -> Txn[RunInfo | None]:
-    found = yield Stmt("run_one", (run_id,))
+    found = yield Stmt("run_one", (run_id, run_id))
     return _run(found[0][0], found[0][1:8], *found[0][8:]) if found else None
 
 

@@ -59,7 +59,12 @@ _TEMPLATES = {
     f"SUM(size) AS total FROM {CHECKPOINTS} WHERE retired = 0 GROUP BY run_id) a "
     f"ON a.run_id = r.run_id LEFT JOIN {CHECKPOINTS} c ON c.run_id = a.run_id "
     "AND c.seq = a.latest",
-    "run_one": "{runs} WHERE r.run_id = ?",
+    # One run: its checkpoints aggregated for that run alone (not all runs, then filtered).
+    "run_one": f"SELECT r.run_id, {', '.join('r.' + c for c in RUN_COLS)}, a.n, a.latest, "
+    f"a.total, c.created_at FROM {RUNS} r LEFT JOIN (SELECT run_id, COUNT(*) AS n, "
+    f"MAX(seq) AS latest, SUM(size) AS total FROM {CHECKPOINTS} WHERE run_id = ? "
+    "AND retired = 0 GROUP BY run_id) a ON a.run_id = r.run_id "
+    f"LEFT JOIN {CHECKPOINTS} c ON c.run_id = a.run_id AND c.seq = a.latest WHERE r.run_id = ?",
     "cp_insert": f"INSERT INTO {CHECKPOINTS} ({_H}, state, snapshot, retired) "
     f"VALUES ({_marks(20)})",
     "node_insert": f"INSERT INTO {NODES} (run_id, {_N}) VALUES ({_marks(12)})",
@@ -123,7 +128,7 @@ def _build(name: Literal["sqlite", "postgresql"]) -> Dialect:
     out = {}
     templates = dict(_TEMPLATES, save_at_once=SAVE_AT_ONCE) if name == "postgresql" else _TEMPLATES
     for key, text in templates.items():
-        text = text.replace("{lock}", lock).replace("{runs}", _TEMPLATES["runs"])
+        text = text.replace("{lock}", lock)
         out[key] = text.replace("?", "%s") if name == "postgresql" else text
     return Dialect(name, out)
 
