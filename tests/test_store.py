@@ -302,3 +302,33 @@ def test_postgres_schema_is_created_once_and_survives_reopen(pg_db: str) -> None
         m.save_checkpoint()
     with SqlStore(pg_db, readonly=True) as store:
         assert SyncCheckpointManager("r", store=store, enabled=True).load_checkpoint().seq == 1
+
+
+@pytest.mark.postgres
+def test_schema_1_database_migrates_on_postgres(tmp_path: Path, pg_db: str) -> None:
+    """The same v1 data, copied into PostgreSQL tables of schema 1, migrates there too."""
+    import psycopg
+
+    lite_path = tmp_path / "old.db"
+    _v1_database(lite_path)
+    lite = sqlite3.connect(lite_path)
+    with psycopg.connect(pg_db, autocommit=True) as pg:
+        for name, sql in lite.execute("SELECT name, sql FROM sqlite_master WHERE type='table'"):
+            pg.execute(sql.replace("BLOB", "BYTEA").replace("FLOAT", "DOUBLE PRECISION"))
+            rows = lite.execute(f"SELECT * FROM {name}").fetchall()
+            if rows:
+                marks = ", ".join(["%s"] * len(rows[0]))
+                with pg.cursor() as cur:
+                    cur.executemany(f"INSERT INTO {name} VALUES ({marks})", rows)
+        pg.execute(
+            "CREATE INDEX ix_pitstop_node_states_run_seq ON pitstop_node_states (run_id, seq)"
+        )
+    lite.close()
+    with SyncCheckpointManager("etl", store=pg_db, enabled=True) as m:
+        cp = m.restore_checkpoint()
+        assert set(cp.completed) == {"a", "b"} and cp.interrupted == ("c",)
+        assert cp.state == {"cursor": 7}
+        assert [i.parent_seq for i in m.list_checkpoints()] == [None, 1, 2]
+        m.on_node_start(node_id="c")
+        m.on_node_finish(node_id="c", output="done")
+        assert m.save_checkpoint().seq == 4

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from sqlalchemy import BigInteger, Column, Index, LargeBinary, MetaData, Table, Text
+from sqlalchemy import BigInteger, Column, LargeBinary, MetaData, Table, Text
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.orm import registry
@@ -69,16 +69,15 @@ class CheckpointRow(_Base, table=True):
 
 
 class NodeStateRow(_Base, table=True):
-    """One node's state, written by the checkpoint ``seq`` where it changed."""
+    """One node's state, written by the delta checkpoint ``seq`` where it changed."""
 
     __tablename__ = "pitstop_node_states"
-    # The primary key answers per-node lookups; this one serves range reads and
-    # range deletes by seq (restore and garbage collection).
-    __table_args__ = (Index("ix_pitstop_node_states_run_seq", "run_id", "seq"),)
 
+    # Primary key (run_id, seq, node_id): restores read and collection deletes
+    # ranges of seqs, so one B-tree serves both (no second index to write per row).
     run_id: str = Field(primary_key=True)
-    node_id: str = Field(primary_key=True)
     seq: int = Field(primary_key=True)
+    node_id: str = Field(primary_key=True)
     status: str
     attempt: int
     error: str | None = Field(default=None, sa_type=Text)

@@ -98,6 +98,17 @@ def _v1_to_v2(cur: Cursor, dialect: Dialect) -> None:
     cur.execute("SELECT DISTINCT run_id FROM pitstop_checkpoints")
     for (run_id,) in cur.fetchall():
         convert_run(cur, dialect, run_id, time.time())
+    # Schema 2 keys node rows by (run_id, seq, node_id) and has no second index.
+    cols = ("run_id, seq, node_id, status, attempt, error, started_at, finished_at, deps, "
+            "serializer, output, checksum")  # fmt: skip
+    cur.execute("ALTER TABLE pitstop_node_states RENAME TO pitstop_node_states_v1")
+    if dialect == "postgresql":  # index names are per schema there, not per table
+        cur.execute("DROP INDEX IF EXISTS ix_pitstop_node_states_run_seq")
+    for stmt in _models.ddl(dialect, "pitstop_node_states"):
+        cur.execute(stmt)
+    cur.execute(f"INSERT INTO pitstop_node_states ({cols}) SELECT {cols} "
+                "FROM pitstop_node_states_v1")  # fmt: skip
+    cur.execute("DROP TABLE pitstop_node_states_v1")
 
 
 MIGRATIONS: list[tuple[int, Migration]] = [(2, _v1_to_v2)]
