@@ -415,7 +415,7 @@ def test_corrupt_node_output(capsys: pytest.CaptureFixture[str], db: Path) -> No
 
 
 def test_corrupt_snapshot(capsys: pytest.CaptureFixture[str], db: Path) -> None:
-    corrupt(db, CHECKPOINTS, "snapshot", "run_id = 'etl' AND seq = 1")
+    corrupt(db, "pitstop_snapshots", "nodes", "run_id = 'etl' AND seq = 1")
     code, _, err = cli(capsys, db, "show", "etl")  # every checkpoint of its chain fails
     assert code == 2
     assert "run 'etl' seq 3 is corrupt: the snapshot at seq 1 is damaged" in err

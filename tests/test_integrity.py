@@ -60,8 +60,8 @@ DAMAGE = {
     "header metadata": "UPDATE pitstop_checkpoints SET metadata = CAST('{\"x\":1}' AS {blob}) "
     "WHERE seq = 3",
     "manifest": "UPDATE pitstop_checkpoints SET node_count = 2 WHERE seq = 3",
-    "snapshot blob": "UPDATE pitstop_checkpoints SET snapshot = CAST('x' AS {blob}) WHERE seq = 1",
-    "snapshot dropped": "UPDATE pitstop_checkpoints SET snapshot = NULL WHERE seq = 1",
+    "snapshot blob": "UPDATE pitstop_snapshots SET nodes = CAST('x' AS {blob}) WHERE seq = 1",
+    "snapshot deleted": "DELETE FROM pitstop_snapshots WHERE seq = 1",
     "parent header": "UPDATE pitstop_checkpoints SET trigger = 'x' WHERE seq = 2",
     "lineage": "UPDATE pitstop_checkpoints SET parent_seq = 1 WHERE seq = 3",
 }

@@ -123,10 +123,12 @@ def convert_run(cur: Cursor, dialect: Dialect, run_id: str, now: float) -> None:
         fresh = record_checksum(new) if _v1_record_ok(c, run_id) else _BAD
         cur.execute(q("UPDATE pitstop_checkpoints SET parent_seq = ?, root_seq = ?, "
                       "nodes_written = ?, node_count = ?, manifest = ?, payload_hash = ?, "
-                      "snapshot = ?, schema_version = 2, checksum = ? "
-                      "WHERE run_id = ? AND seq = ?"),
-                    (parent, root, written, len(ids), manifest, new.payload_hash, snapshot,
-                     fresh, run_id, seq))  # fmt: skip
+                      "schema_version = 2, checksum = ? WHERE run_id = ? AND seq = ?"),
+                    (parent, root, written, len(ids), manifest, new.payload_hash, fresh,
+                     run_id, seq))  # fmt: skip
+        if snapshot is not None:
+            cur.execute(q("INSERT INTO pitstop_snapshots (run_id, seq, nodes) VALUES (?, ?, ?)"),
+                        (run_id, seq, snapshot))  # fmt: skip
         parent = seq
     cur.execute(q("INSERT INTO pitstop_runs (run_id, status, attempt, started_at, ended_at, "
                   "error, graph_fingerprint, last_seq, updated_at) "

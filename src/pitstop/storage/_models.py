@@ -62,10 +62,22 @@ class CheckpointRow(_Base, table=True):
     node_count: int = 0
     manifest: str = ""
     payload_hash: str = ""
-    snapshot: bytes | None = Field(default=None, sa_column=Column("snapshot", LargeBinary))
-    """A snapshot checkpoint's node rows, in one blob (msgpack)."""
     retired: int = 0
     """1: deleted or pruned; kept only while a live checkpoint's chain reads its rows."""
+
+
+class SnapshotRow(_Base, table=True):
+    """A snapshot checkpoint's node rows, in one blob (msgpack).
+
+    A table of its own: retiring a checkpoint updates its row, and SQLite
+    rewrites a whole row (overflow pages included) on any update.
+    """
+
+    __tablename__ = "pitstop_snapshots"
+
+    run_id: str = Field(primary_key=True)
+    seq: int = Field(primary_key=True)
+    nodes: bytes = Field(sa_column=Column("nodes", LargeBinary, nullable=False))
 
 
 class NodeStateRow(_Base, table=True):

@@ -121,12 +121,18 @@ def save(plan: SavePlan) -> Txn[Saved]:
     seq = hwm + 1
     record, rows = plan.finalize(seq)
     yield Stmt("run_upsert", _run_params(plan.run, seq, record.created_at), "exec")
-    yield Stmt("cp_insert", (*_header(record), record.state, record.snapshot, 0), "exec")
+    yield Stmt("cp_insert", (*_header(record), record.state, 0), "exec")
+    if record.snapshot is not None:
+        yield Stmt("snapshot_insert", (run_id, seq, record.snapshot), "exec")
     if rows:
         yield Stmt("node_insert", [_node_params(run_id, r) for r in rows], "many")
     removed: tuple[int, ...] = ()
     if plan.keep_last is not None:
-        removed = yield from _retain(run_id, plan.keep_last)
+        # Retiring is cheap; collecting frees what no live checkpoint reads, which
+        # only changes much when a snapshot starts a new chain: do it then, so the
+        # saves in between stay as cheap as the rest (garbage stays bounded by two
+        # snapshot intervals).
+        removed = yield from _retain(run_id, plan.keep_last, collect=plan.snapshot)
     return Saved(seq, removed)
 
 
@@ -152,7 +158,8 @@ def save_at_once(plan: SavePlan) -> Txn[Saved]:
     params = (parent, root, run_id, plan.expected_hwm, need,
               run.status.value, run.attempt, run.started_at, run.ended_at, run.error,
               run.graph_fingerprint, record.seq, record.created_at, run_id,
-              *_header(record), record.state, record.snapshot,
+              *_header(record), record.state,
+              run_id, record.seq, record.snapshot, record.snapshot,
               run_id, record.seq, *arrays)  # fmt: skip
     ((hwm, _, inserted),) = yield Stmt("save_at_once", params)
     if inserted:
@@ -173,7 +180,7 @@ def _node_params(run_id: str, r: NodeRow) -> tuple[Any, ...]:
             deps_text(r.deps), r.serializer, r.output, r.checksum)  # fmt: skip
 
 
-def _retain(run_id: str, keep: int) -> Txn[tuple[int, ...]]:
+def _retain(run_id: str, keep: int, *, collect: bool = True) -> Txn[tuple[int, ...]]:
     """Retire all but the newest ``keep`` live checkpoints, then collect what none reads."""
     nth = yield Stmt("nth_live", (run_id, keep - 1))
     removed: tuple[int, ...] = ()
@@ -182,7 +189,8 @@ def _retain(run_id: str, keep: int) -> Txn[tuple[int, ...]]:
         removed = tuple(s for (s,) in doomed)
         if removed:
             yield Stmt("retire_before", (run_id, nth[0][0]), "exec")
-    yield from _collect(run_id)
+    if collect:
+        yield from _collect(run_id)
     return removed
 
 
@@ -198,6 +206,7 @@ def _collect(run_id: str) -> Txn[None]:
         floor = (found[0][6] if found else 0) + 1
     yield Stmt("gc_checkpoints", (run_id, floor), "exec")
     yield Stmt("gc_nodes", (run_id, floor), "exec")
+    yield Stmt("gc_snapshots", (run_id, floor), "exec")
 
 
 def prune(run_id: str, keep: int) -> Txn[tuple[int, ...]]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 RUNS = "pitstop_runs"
+SNAPSHOTS = "pitstop_snapshots"
 CHECKPOINTS = "pitstop_checkpoints"
 NODES = "pitstop_node_states"
 
@@ -19,7 +20,7 @@ RUN_COLS = ("status", "attempt", "started_at", "ended_at", "error", "graph_finge
 HEADER_COLS = ("run_id", "seq", "parent_seq", "root_seq", "created_at", "trigger", "label",
                "node", "schema_version", "serializer", "metadata", "size", "nodes_written",
                "node_count", "manifest", "checksum", "payload_hash")  # fmt: skip
-"""Every checkpoint column but the state and snapshot blobs (and ``retired``): listing
+"""Every checkpoint column but the state blob (and ``retired``): listing
 reads no payload."""
 NODE_COLS = ("node_id", "seq", "status", "attempt", "error", "started_at", "finished_at", "deps",
              "serializer", "output", "checksum")  # fmt: skip
@@ -40,9 +41,10 @@ _LOAD = (
     f"WITH t AS (SELECT seq, root_seq FROM {CHECKPOINTS} WHERE run_id = ? AND retired = 0 "
     "{which}) "
     f"SELECT {_CH}, CASE WHEN c.seq = t.seq THEN c.state END, "
-    "CASE WHEN c.seq = t.root_seq THEN c.snapshot END "
+    "s.nodes "
     f"FROM {CHECKPOINTS} c JOIN t ON c.run_id = ? "
-    "AND (c.seq = t.seq OR (c.seq >= t.root_seq AND c.seq <= t.seq))"
+    "AND (c.seq = t.seq OR (c.seq >= t.root_seq AND c.seq <= t.seq)) "
+    f"LEFT JOIN {SNAPSHOTS} s ON s.run_id = c.run_id AND s.seq = c.seq AND c.seq = t.root_seq"
 )
 _UPSERT_SET = ", ".join(f"{c} = excluded.{c}" for c in (*RUN_COLS, "updated_at"))
 
@@ -65,8 +67,8 @@ _TEMPLATES = {
     f"MAX(seq) AS latest, SUM(size) AS total FROM {CHECKPOINTS} WHERE run_id = ? "
     "AND retired = 0 GROUP BY run_id) a ON a.run_id = r.run_id "
     f"LEFT JOIN {CHECKPOINTS} c ON c.run_id = a.run_id AND c.seq = a.latest WHERE r.run_id = ?",
-    "cp_insert": f"INSERT INTO {CHECKPOINTS} ({_H}, state, snapshot, retired) "
-    f"VALUES ({_marks(20)})",
+    "cp_insert": f"INSERT INTO {CHECKPOINTS} ({_H}, state, retired) VALUES ({_marks(19)})",
+    "snapshot_insert": f"INSERT INTO {SNAPSHOTS} (run_id, seq, nodes) VALUES (?, ?, ?)",
     "node_insert": f"INSERT INTO {NODES} (run_id, {_N}) VALUES ({_marks(12)})",
     "load_latest": _LOAD.format(which="ORDER BY seq DESC LIMIT 1"),
     "load_at": _LOAD.format(which="AND seq = ?"),
@@ -84,6 +86,7 @@ _TEMPLATES = {
     "floor": f"SELECT MIN(root_seq) FROM {CHECKPOINTS} WHERE run_id = ? AND retired = 0",
     "gc_checkpoints": f"DELETE FROM {CHECKPOINTS} WHERE run_id = ? AND seq < ?",
     "gc_nodes": f"DELETE FROM {NODES} WHERE run_id = ? AND seq < ?",
+    "gc_snapshots": f"DELETE FROM {SNAPSHOTS} WHERE run_id = ? AND seq < ?",
     "schema_version": "SELECT version FROM pitstop_schema WHERE id = 1",
 }
 
@@ -102,14 +105,16 @@ SAVE_AT_ONCE = (
     "run AS (UPDATE {runs} SET status = ?, attempt = ?, started_at = ?, ended_at = ?, "
     "error = ?, graph_fingerprint = ?, last_seq = ?, updated_at = ? WHERE run_id = ? "
     "AND EXISTS (SELECT 1 FROM ok) RETURNING 1), "
-    "cp AS (INSERT INTO {cp} ({h}, state, snapshot, retired) SELECT {marks}, 0 "
+    "cp AS (INSERT INTO {cp} ({h}, state, retired) SELECT {marks}, 0 "
     "WHERE EXISTS (SELECT 1 FROM ok) RETURNING 1), "
+    "snap AS (INSERT INTO {snaps} (run_id, seq, nodes) SELECT ?, ?, ?::bytea "
+    "WHERE ?::bytea IS NOT NULL AND EXISTS (SELECT 1 FROM ok)), "
     "nodes AS (INSERT INTO {nodes} (run_id, {n}) SELECT ?, u.node_id, ?, u.status, u.attempt, "
     "u.error, u.started_at, u.finished_at, u.deps, u.serializer, u.output, u.checksum "
     "FROM unnest({arrays}) AS u({names}) WHERE EXISTS (SELECT 1 FROM ok)) "
     "SELECT (SELECT last_seq FROM lock), (SELECT n FROM lock), (SELECT COUNT(*) FROM cp)"
 ).format(
-    cp=CHECKPOINTS, runs=RUNS, nodes=NODES, h=_H, n=_N, marks=_marks(19),
+    cp=CHECKPOINTS, runs=RUNS, nodes=NODES, snaps=SNAPSHOTS, h=_H, n=_N, marks=_marks(18),
     arrays=", ".join(f"?::{a.split()[1]}[]" for a in _NODE_ARRAYS),
     names=", ".join(a.split()[0] for a in _NODE_ARRAYS),
 )  # fmt: skip

@@ -87,13 +87,12 @@ def _v1_to_v2(cur: Cursor, dialect: Dialect) -> None:
     from . import _models
     from ._migrate_v1 import convert_run
 
-    blob = "BLOB" if dialect == "sqlite" else "BYTEA"
     zero, empty = "INTEGER NOT NULL DEFAULT 0", "VARCHAR NOT NULL DEFAULT ''"
     columns = (("root_seq", zero), ("node_count", zero), ("manifest", empty), ("retired", zero),
-               ("payload_hash", empty), ("snapshot", blob))  # fmt: skip
+               ("payload_hash", empty))  # fmt: skip
     for col, sql_type in columns:
         cur.execute(f"ALTER TABLE pitstop_checkpoints ADD COLUMN {col} {sql_type}")
-    for stmt in _models.ddl(dialect, "pitstop_runs"):
+    for stmt in _models.ddl(dialect, "pitstop_runs", "pitstop_snapshots"):
         cur.execute(stmt)
     cur.execute("SELECT DISTINCT run_id FROM pitstop_checkpoints")
     for (run_id,) in cur.fetchall():
