@@ -13,7 +13,7 @@ import json
 import threading
 import time
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from ._codec import (
@@ -81,6 +81,8 @@ class SavePlan:
     header: dict[str, Any]
     run: RunFields
     keep_last: int | None
+    meta: dict[str, Any]
+    """The metadata as written (for the CheckpointInfo the save returns)."""
     record: CheckpointRecord | None = None
 
     def finalize(self, seq: int) -> tuple[CheckpointRecord, list[NodeRow]]:
@@ -102,7 +104,9 @@ class SavePlan:
             nodes_written=written, node_count=count, manifest=manifest, snapshot=blob,
             **self.header,
         )  # fmt: skip
-        self.record = replace(record, checksum=record_checksum(record))
+        # Frozen for everyone else; set once here, before anything has seen it.
+        object.__setattr__(record, "checksum", record_checksum(record))
+        self.record = record
         return self.record, rows
 
 
@@ -301,7 +305,8 @@ class RunCore:
         Raises:
             SerializationError: the state or metadata cannot be encoded (nothing changes).
         """
-        meta = encode_metadata({**self.metadata, **(metadata or {})})
+        meta_dict = {**self.metadata, **(metadata or {})}
+        meta = encode_metadata(meta_dict)
         ser = self.serializer
         state = None if self.state is None else ser.dumps(self.state)
         with self.lock:
@@ -321,7 +326,7 @@ class RunCore:
             run_id=self.run_id, rows=rows, changed=changed, snapshot=snapshot,
             parent_seq=self.base_seq, root_seq=self.root_seq, expected_hwm=self.hwm,
             base_ids=self.stored, header=header,
-            run=self.run_fields(), keep_last=self.policy.keep_last,
+            run=self.run_fields(), keep_last=self.policy.keep_last, meta=meta_dict,
         )  # fmt: skip
 
     def abort(self, plan: SavePlan) -> None:

@@ -277,7 +277,7 @@ class ManagerBase:
                 self._emit(ERROR, trigger=trigger, error=exc)
             raise
         core.commit(plan, saved.seq)
-        info = plan.record.info()
+        info = plan.record.info(plan.meta)
         self._emit(SAVE, seq=info.seq, trigger=trigger, info=info,
                    duration_s=time.perf_counter() - started)  # fmt: skip
         if saved.removed:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -68,17 +68,22 @@ class CheckpointRecord:
     snapshot: bytes | None = None
     """A snapshot's blob: every node row, encoded together (None for a delta)."""
 
-    def info(self) -> CheckpointInfo:
+    def info(self, metadata: dict[str, Any] | None = None) -> CheckpointInfo:
         """The header as users see it.
+
+        ``metadata``: the decoded metadata of a record this process just wrote
+        (then nothing is re-checked).
 
         Raises:
             CorruptCheckpoint: a header column holds something no writer stores.
         """
-        try:
-            meta = decode_metadata(self.metadata)
-            _check_header(self)
-        except (ValueError, TypeError) as exc:
-            raise CorruptCheckpoint(self.run_id, self.seq, f"damaged header: {exc}") from exc
+        meta = metadata
+        if meta is None:
+            try:
+                meta = decode_metadata(self.metadata)
+                _check_header(self)
+            except (ValueError, TypeError) as exc:
+                raise CorruptCheckpoint(self.run_id, self.seq, f"damaged header: {exc}") from exc
         return CheckpointInfo(
             run_id=self.run_id,
             seq=self.seq,
