@@ -83,6 +83,8 @@ class SavePlan:
     keep_last: int | None
     meta: dict[str, Any]
     """The metadata as written (for the CheckpointInfo the save returns)."""
+    run_changed: bool
+    """Whether the run's row must be written (its fields changed since last written)."""
     record: CheckpointRecord | None = None
 
     def finalize(self, seq: int) -> tuple[CheckpointRecord, list[NodeRow]]:
@@ -143,6 +145,8 @@ class RunCore:
         self.ended_at: float | None = None
         self.error: str | None = None
         self.graph_fp: str | None = None
+        self.run_written: RunFields | None = None
+        """The run's fields as this manager last wrote them (None: unknown)."""
 
     def _new_lineage(self) -> None:
         self.base_seq: int | None = None
@@ -322,11 +326,13 @@ class RunCore:
         header = dict(created_at=time.time(), trigger=trigger, label=label, node=node,
                       schema_version=FORMAT_VERSION, serializer=ser.tag, metadata=meta,
                       state=state, size=size, payload_hash=payload_hash(meta, state))  # fmt: skip
+        run = self.run_fields()
         return SavePlan(
             run_id=self.run_id, rows=rows, changed=changed, snapshot=snapshot,
             parent_seq=self.base_seq, root_seq=self.root_seq, expected_hwm=self.hwm,
             base_ids=self.stored, header=header,
-            run=self.run_fields(), keep_last=self.policy.keep_last, meta=meta_dict,
+            run=run, keep_last=self.policy.keep_last, meta=meta_dict,
+            run_changed=run != self.run_written,
         )  # fmt: skip
 
     def abort(self, plan: SavePlan) -> None:
@@ -347,6 +353,7 @@ class RunCore:
             else:
                 self.stored.update(r.node_id for r in plan.rows)
             self.hwm = hwm
+            self.run_written = plan.run
             self.clock.saved()
 
     def adopt(
@@ -361,6 +368,7 @@ class RunCore:
             self.stored = set(self.rows)
             self.hwm = run.last_seq
             self.restored_seq, self.restored_trigger = record.seq, record.trigger
+            self.run_written = None
             self.announce_resume = True
             self.status, self.attempt, self.graph_fp = None, run.attempt, run.graph_fingerprint
             self.started_at, self.ended_at, self.error = run.started_at, None, None

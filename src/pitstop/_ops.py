@@ -296,7 +296,9 @@ class ManagerBase:
 
     def _set_status(self) -> Program[None]:
         try:
-            yield Call(P.set_run, (self._core.run_fields(),), True)
+            fields = self._core.run_fields()
+            yield Call(P.set_run, (fields,), True)
+            self._core.run_written = fields
         except PitstopError as exc:
             self._emit(ERROR, trigger="status", error=exc)
             if self.policy.on_error == "raise":

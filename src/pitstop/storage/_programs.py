@@ -120,7 +120,8 @@ def save(plan: SavePlan) -> Txn[Saved]:
         return Saved(None)
     seq = hwm + 1
     record, rows = plan.finalize(seq)
-    yield Stmt("run_upsert", _run_params(plan.run, seq, record.created_at), "exec")
+    if not found or plan.run_changed:  # the run row changes only with the run's fields
+        yield Stmt("run_upsert", _run_params(plan.run, seq, record.created_at), "exec")
     yield Stmt("cp_insert", (*_header(record), record.state, 0), "exec")
     if record.snapshot is not None:
         yield Stmt("snapshot_insert", (run_id, seq, record.snapshot), "exec")
@@ -157,7 +158,7 @@ def save_at_once(plan: SavePlan) -> Txn[Saved]:
     arrays = [list(c) for i, c in enumerate(columns) if i != 1]  # seq is one value for all
     params = (parent, root, run_id, plan.expected_hwm, need,
               run.status.value, run.attempt, run.started_at, run.ended_at, run.error,
-              run.graph_fingerprint, record.seq, record.created_at, run_id,
+              run.graph_fingerprint, record.seq, record.created_at, run_id, plan.run_changed,
               *_header(record), record.state,
               run_id, record.seq, record.snapshot, record.snapshot,
               run_id, record.seq, *arrays)  # fmt: skip
@@ -200,6 +201,8 @@ def _collect(run_id: str) -> Txn[None]:
     Costs what it deletes, not the size of the run: everything below the floor
     goes in two range deletes on the (run_id, seq) indexes.
     """
+    # Keep the high-water seq before rows go: seqs are never reused.
+    yield Stmt("raise_hwm", (run_id, run_id), "exec")
     ((floor,),) = yield Stmt("floor", (run_id,))
     if floor is None:  # no live checkpoint left: nothing is read any more
         found = yield Stmt("run_get", (run_id,))

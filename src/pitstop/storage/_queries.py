@@ -46,27 +46,36 @@ _LOAD = (
     "AND (c.seq = t.seq OR (c.seq >= t.root_seq AND c.seq <= t.seq)) "
     f"LEFT JOIN {SNAPSHOTS} s ON s.run_id = c.run_id AND s.seq = c.seq AND c.seq = t.root_seq"
 )
+_RUN_SEL = ", ".join("r." + c for c in RUN_COLS[:-1])
+_RUNS = (
+    f"SELECT r.run_id, {_RUN_SEL}, {{greatest}}(r.last_seq, COALESCE(a.top, 0)), a.n, a.latest, "
+    "a.total, c.created_at FROM " + RUNS + " r LEFT JOIN (SELECT run_id, "
+    "SUM(CASE WHEN retired = 0 THEN 1 ELSE 0 END) AS n, "
+    "MAX(CASE WHEN retired = 0 THEN seq END) AS latest, "
+    "SUM(CASE WHEN retired = 0 THEN size ELSE 0 END) AS total, MAX(seq) AS top "
+    "FROM " + CHECKPOINTS + " {where_cp}GROUP BY run_id) a ON a.run_id = r.run_id "
+    "LEFT JOIN " + CHECKPOINTS + " c ON c.run_id = a.run_id AND c.seq = a.latest{where_r}"
+)
 _UPSERT_SET = ", ".join(f"{c} = excluded.{c}" for c in (*RUN_COLS, "updated_at"))
 
 _TEMPLATES = {
     "run_get": f"SELECT {_R} FROM {RUNS} WHERE run_id = ?",
-    "run_lock": f"SELECT r.last_seq, (SELECT COUNT(*) FROM {CHECKPOINTS} c WHERE "
+    # The high-water seq is the larger of the run row's (raised before rows are
+    # deleted) and the newest checkpoint row's: saves need not rewrite the run row.
+    "run_lock": f"SELECT {{greatest}}(r.last_seq, COALESCE((SELECT MAX(seq) FROM {CHECKPOINTS} "
+    f"m WHERE m.run_id = r.run_id), 0)), (SELECT COUNT(*) FROM {CHECKPOINTS} c WHERE "
     f"c.run_id = r.run_id AND c.seq IN (?, ?)) FROM {RUNS} r WHERE r.run_id = ?{{lock}}",
+    "raise_hwm": f"UPDATE {RUNS} SET last_seq = {{greatest}}(last_seq, COALESCE((SELECT MAX(seq) "
+    f"FROM {CHECKPOINTS} WHERE run_id = ?), 0)) WHERE run_id = ?",
     "run_upsert": f"INSERT INTO {RUNS} (run_id, {_R}, updated_at) VALUES ({_marks(9)}) "
     f"ON CONFLICT (run_id) DO UPDATE SET {_UPSERT_SET}",
     "run_status": f"UPDATE {RUNS} SET status = ?, attempt = ?, started_at = ?, ended_at = ?, "
     "error = ?, graph_fingerprint = ?, updated_at = ? WHERE run_id = ?",
-    "runs": f"SELECT r.run_id, {', '.join('r.' + c for c in RUN_COLS)}, a.n, a.latest, a.total, "
-    f"c.created_at FROM {RUNS} r LEFT JOIN (SELECT run_id, COUNT(*) AS n, MAX(seq) AS latest, "
-    f"SUM(size) AS total FROM {CHECKPOINTS} WHERE retired = 0 GROUP BY run_id) a "
-    f"ON a.run_id = r.run_id LEFT JOIN {CHECKPOINTS} c ON c.run_id = a.run_id "
-    "AND c.seq = a.latest",
+    "runs": _RUNS,
     # One run: its checkpoints aggregated for that run alone (not all runs, then filtered).
-    "run_one": f"SELECT r.run_id, {', '.join('r.' + c for c in RUN_COLS)}, a.n, a.latest, "
-    f"a.total, c.created_at FROM {RUNS} r LEFT JOIN (SELECT run_id, COUNT(*) AS n, "
-    f"MAX(seq) AS latest, SUM(size) AS total FROM {CHECKPOINTS} WHERE run_id = ? "
-    "AND retired = 0 GROUP BY run_id) a ON a.run_id = r.run_id "
-    f"LEFT JOIN {CHECKPOINTS} c ON c.run_id = a.run_id AND c.seq = a.latest WHERE r.run_id = ?",
+    "run_one": _RUNS.replace("{where_cp}", "WHERE run_id = ? ").replace(
+        "{where_r}", " WHERE r.run_id = ?"
+    ),
     "cp_insert": f"INSERT INTO {CHECKPOINTS} ({_H}, state, retired) VALUES ({_marks(19)})",
     "snapshot_insert": f"INSERT INTO {SNAPSHOTS} (run_id, seq, nodes) VALUES (?, ?, ?)",
     "node_insert": f"INSERT INTO {NODES} (run_id, {_N}) VALUES ({_marks(12)})",
@@ -99,12 +108,14 @@ _NODE_ARRAYS = ("node_id text", "status text", "attempt int", "error text", "sta
                 "finished_at float8", "deps text", "serializer text", "output bytea",
                 "checksum text")  # fmt: skip
 SAVE_AT_ONCE = (
-    "WITH lock AS (SELECT r.last_seq, (SELECT COUNT(*) FROM {cp} c WHERE c.run_id = r.run_id "
-    "AND c.seq IN (?, ?)) AS n FROM {runs} r WHERE r.run_id = ? FOR UPDATE OF r), "
+    "WITH lock AS (SELECT GREATEST(r.last_seq, COALESCE((SELECT MAX(seq) FROM {cp} m "
+    "WHERE m.run_id = r.run_id), 0)) AS last_seq, (SELECT COUNT(*) FROM {cp} c "
+    "WHERE c.run_id = r.run_id AND c.seq IN (?, ?)) AS n FROM {runs} r WHERE r.run_id = ? "
+    "FOR UPDATE OF r), "
     "ok AS (SELECT 1 FROM lock WHERE last_seq = ? AND n = ?), "
     "run AS (UPDATE {runs} SET status = ?, attempt = ?, started_at = ?, ended_at = ?, "
     "error = ?, graph_fingerprint = ?, last_seq = ?, updated_at = ? WHERE run_id = ? "
-    "AND EXISTS (SELECT 1 FROM ok) RETURNING 1), "
+    "AND ?::boolean AND EXISTS (SELECT 1 FROM ok) RETURNING 1), "
     "cp AS (INSERT INTO {cp} ({h}, state, retired) SELECT {marks}, 0 "
     "WHERE EXISTS (SELECT 1 FROM ok) RETURNING 1), "
     "snap AS (INSERT INTO {snaps} (run_id, seq, nodes) SELECT ?, ?, ?::bytea "
@@ -130,10 +141,12 @@ class Dialect:
 
 def _build(name: Literal["sqlite", "postgresql"]) -> Dialect:
     lock = " FOR UPDATE OF r" if name == "postgresql" else ""
+    greatest = "GREATEST" if name == "postgresql" else "MAX"  # SQLite's scalar max()
     out = {}
     templates = dict(_TEMPLATES, save_at_once=SAVE_AT_ONCE) if name == "postgresql" else _TEMPLATES
     for key, text in templates.items():
-        text = text.replace("{lock}", lock)
+        text = text.replace("{lock}", lock).replace("{greatest}", greatest)
+        text = text.replace("{where_cp}", "").replace("{where_r}", "")
         out[key] = text.replace("?", "%s") if name == "postgresql" else text
     return Dialect(name, out)
 
