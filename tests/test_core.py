@@ -117,3 +117,19 @@ def test_bad_metadata_and_ids_refused_at_construction() -> None:
     c = core()
     with pytest.raises(ValueError):
         c.node_started("")
+
+
+def test_snapshot_when_deltas_grow_past_a_quarter_of_the_nodes() -> None:
+    c = core()
+    for i in range(1000):
+        c.node_finished(f"n{i}", i)
+    kinds = []
+    for seq in range(1, 6):
+        for i in range(100):  # each save changes 100 of 1,000 nodes
+            c.node_started(f"n{(seq * 100 + i) % 1000}")
+        plan = c.plan("manual", None, None, None)
+        plan.finalize(seq)
+        c.commit(plan, seq)
+        kinds.append(plan.snapshot)
+    # 100 and 200 delta rows are fine; 300 would pass 250 (a quarter): snapshot.
+    assert kinds == [True, False, False, True, False]

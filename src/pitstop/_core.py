@@ -12,7 +12,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,6 +152,7 @@ class RunCore:
         self.base_seq: int | None = None
         self.root_seq: int | None = None
         self.since_snapshot = 0
+        self.rows_since_snapshot = 0
         self.stored: set[str] = set()
         """Node ids in the view of the base checkpoint."""
 
@@ -314,10 +315,14 @@ class RunCore:
         ser = self.serializer
         state = None if self.state is None else ser.dumps(self.state)
         with self.lock:
+            # A snapshot bounds what a restore reads: at most snapshot_every checkpoints,
+            # and delta rows (each dearer to read than a snapshot's) to a quarter of
+            # the nodes (or 64, below which it does not matter).
             snapshot = (
                 snapshot
                 or self.base_seq is None
                 or self.since_snapshot + 1 >= self.policy.snapshot_every
+                or self.rows_since_snapshot + len(self.dirty) > max(64, len(self.rows) // 4)
             )
             changed, self.dirty = self.dirty, set()
             ids = sorted(self.rows if snapshot else changed)
@@ -348,6 +353,9 @@ class RunCore:
         with self.lock:
             self.base_seq, self.root_seq = record.seq, record.root_seq
             self.since_snapshot = 0 if plan.snapshot else self.since_snapshot + 1
+            self.rows_since_snapshot = (
+                0 if plan.snapshot else self.rows_since_snapshot + len(plan.rows)
+            )
             if plan.snapshot:
                 self.stored = {r.node_id for r in plan.rows}
             else:
@@ -357,14 +365,19 @@ class RunCore:
             self.clock.saved()
 
     def adopt(
-        self, record: CheckpointRecord, view: Mapping[str, NodeRow], run: RunInfo, chain: int
+        self,
+        record: CheckpointRecord,
+        view: Mapping[str, NodeRow],
+        run: RunInfo,
+        chain: Sequence[CheckpointRecord],
     ) -> None:
         """Make a loaded (verified) checkpoint the base of this run's next saves."""
         with self.lock:
             self.rows = dict(view)
             self.dirty = set()
             self.base_seq, self.root_seq = record.seq, record.root_seq
-            self.since_snapshot = chain - 1
+            self.since_snapshot = len(chain) - 1
+            self.rows_since_snapshot = sum(r.nodes_written for r in chain[1:])
             self.stored = set(self.rows)
             self.hwm = run.last_seq
             self.restored_seq, self.restored_trigger = record.seq, record.trigger
