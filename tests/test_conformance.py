@@ -395,3 +395,18 @@ async def test_base_deleted_by_another_manager_means_a_snapshot(
     info = await m.save_checkpoint()
     assert (info.seq, info.parent_seq, info.snapshot, info.nodes_written) == (2, None, True, 3)
     assert set((await m.load_checkpoint()).completed) == {"a", "b", "c"}
+
+
+async def test_load_checkpoint_adopts_nothing(store: Store, twin: MakeTwin) -> None:
+    """Inspection changes neither the state nor the base of the next save."""
+    m = twin("r", store=store)
+    await run_nodes(m, "a")
+    await m.save_checkpoint(state={"v": 1})
+    await run_nodes(m, "b")
+    m.m.state = {"v": 2}
+    for outputs in (True, False):
+        cp = await m.load_checkpoint(outputs=outputs)
+        assert cp.seq == 1 and m.m.state == {"v": 2}
+    info = await m.save_checkpoint()
+    assert (info.parent_seq, info.nodes_written) == (1, 1)  # still a delta on seq 1
+    assert (await m.load_checkpoint()).state == {"v": 2}

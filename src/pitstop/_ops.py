@@ -366,7 +366,7 @@ class ManagerBase:
             cp = decode_checkpoint(loaded.record, view, self._serializers, outputs=outputs)
             if adopt:
                 self._core.adopt(loaded.record, view, loaded.run, loaded.chain)
-            self._core.state = cp.state
+                self._core.state = cp.state
         self._emit(LOAD, seq=cp.seq, trigger=cp.info.trigger, info=cp.info,
                    duration_s=time.perf_counter() - started)  # fmt: skip
         return cp
