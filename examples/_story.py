@@ -38,3 +38,13 @@ def fresh(db: Path) -> None:
     """Remove a SQLite file and its companions, so the story starts from nothing."""
     for suffix in ("", "-wal", "-shm", "-journal"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
+
+
+def verdict(checks: dict[str, bool]) -> int:
+    """Print each check and PASS or FAIL; return the exit status (0 on PASS)."""
+    say("== result")
+    for text, ok in checks.items():
+        say(f"  [{'ok' if ok else 'FAILED'}] {text}")
+    passed = all(checks.values())
+    say("PASS" if passed else "FAIL")
+    return 0 if passed else 1

@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from _story import DIGEST_PREFIX, child, digest_in, fresh, say
+from _story import DIGEST_PREFIX, child, digest_in, fresh, say, verdict
 from dag_runner import Node, run_dag
 
 from pitstop import CheckpointManager, CheckpointPolicy, RunInfo, RunStatus, SyncCheckpointManager
@@ -158,12 +158,7 @@ def story(db: Path, crash_at: str) -> int:
             run is not None and run.status is RunStatus.SUCCEEDED and not run.can_resume
         ),
     }
-    say("== result")
-    for text, ok in checks.items():
-        say(f"  [{'ok' if ok else 'FAILED'}] {text}")
-    passed = all(checks.values())
-    say("PASS" if passed else "FAIL")
-    return 0 if passed else 1
+    return verdict(checks)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _story import DIGEST_PREFIX, child, digest_in, fresh, say
+from _story import DIGEST_PREFIX, child, digest_in, fresh, say, verdict
 
 from pitstop import CheckpointPolicy, SyncCheckpointManager  # pitstop 1/9
 
@@ -294,12 +294,7 @@ def story(db: Path, crash_at: str, inside_loop: bool) -> int:
         checks["both processes ran it inside a running event loop"] = (
             LOOP_BANNER in crashed.stdout and LOOP_BANNER in resumed.stdout
         )
-    say("== result")
-    for text, ok in checks.items():
-        say(f"  [{'ok' if ok else 'FAILED'}] {text}")
-    passed = all(checks.values())
-    say("PASS" if passed else "FAIL")
-    return 0 if passed else 1
+    return verdict(checks)
 
 
 def main(argv: list[str] | None = None) -> int:
