@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from pitstop import JsonSerializer, PickleSerializer, SerializationError, Serializer
-from pitstop._serde import MAX_DEPTH, checksum, decode_metadata, encode_metadata
+from pitstop._serde import MAX_DEPTH, decode_metadata, encode_metadata
 
 PICKLE_HINT = "; convert it or pass serializer=PickleSerializer()"
 
@@ -387,7 +387,7 @@ def test_serde_imports_no_heavy_packages() -> None:
     assert out.stdout.strip() == "[]"
 
 
-# --- pickle, protocol, checksum ------------------------------------------------------
+# --- pickle, protocol ------------------------------------------------------
 
 
 def test_pickle_round_trips_rich_values() -> None:
@@ -409,9 +409,3 @@ def test_serializers_satisfy_protocol() -> None:
     assert isinstance(JsonSerializer(), Serializer)
     assert isinstance(PickleSerializer(), Serializer)
     assert JsonSerializer().tag == "json"
-
-
-def test_checksum_counts_part_boundaries() -> None:
-    assert checksum([b"ab", b"c"]) != checksum([b"a", b"bc"])
-    assert checksum([b"x"]) == checksum([b"x"])
-    assert len(checksum([])) == 64

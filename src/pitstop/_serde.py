@@ -14,10 +14,9 @@ Only the standard library is imported here: ``import pitstop`` must stay light.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import pickle
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import msgspec
@@ -314,12 +313,3 @@ class PickleSerializer:
             return pickle.loads(data)
         except Exception as exc:
             raise SerializationError(f"cannot unpickle: {exc}", tag=self.tag) from exc
-
-
-def checksum(parts: Iterable[bytes]) -> str:
-    """sha256 over length-prefixed parts (so part boundaries count)."""
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(len(part).to_bytes(8, "big"))
-        h.update(part)
-    return h.hexdigest()
