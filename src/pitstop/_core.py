@@ -44,7 +44,11 @@ def graph_fingerprint(graph: Mapping[str, Collection[str]]) -> str:
 
 
 def error_text(error: BaseException | str) -> str:
-    return error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    """An error as storable text: NUL and lone surrogates (which PostgreSQL or UTF-8
+    refuse) escaped, so recording a failure can never itself fail."""
+    text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    text = text.replace("\x00", "\\x00")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,7 +289,8 @@ class RunCore:
                     raise SerializationError(
                         f"output: {exc.message}", tag=exc.tag, node_id=ns.node_id
                     ) from exc
-            rows.append(NodeRow(ns.node_id, ns.status.value, ns.attempt, ns.error, ns.started_at,
+            error = None if ns.error is None else error_text(ns.error)
+            rows.append(NodeRow(ns.node_id, ns.status.value, ns.attempt, error, ns.started_at,
                                 ns.finished_at, ns.deps, self.serializer.tag, out))  # fmt: skip
         with self.lock:
             for row in rows:

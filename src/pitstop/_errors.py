@@ -110,9 +110,13 @@ class StaleBaseError(StoreError):
         self.run_id = run_id
         self.expected = expected
         self.found = found
+        what = "saved" if found is not None else "changed (saved, deleted or pruned)"
+        seen = (
+            "" if found is None else f" (high-water seq {found}, this manager expected {expected})"
+        )
         super().__init__(
-            f"run {run_id!r} was saved by another writer (high-water seq {found}, this "
-            f"manager expected {expected}); restore it to continue from its latest checkpoint"
+            f"run {run_id!r} was {what} by another writer meanwhile{seen}; nothing was "
+            "written: restore it to continue from its latest checkpoint"
         )
 
 

@@ -80,6 +80,10 @@ class CheckpointManager(ManagerBase, AsyncClosing):
                     if cancelled is not None:
                         raise cancelled from None
                     return stop.value  # type: ignore[no-any-return]
+                except BaseException as exc:
+                    if cancelled is not None and exc is not cancelled:
+                        raise cancelled from exc  # the caller was cancelled: say so
+                    raise
                 store = self._get_store()  # not before: a program may need no store
                 if cancelled is not None:  # cancelled during the last call: start no new one
                     result, error = None, cancelled

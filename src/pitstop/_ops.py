@@ -276,11 +276,26 @@ class ManagerBase:
             raise TypeError("trigger must be a non-empty str")
         _opt_str("label", label)
         _opt_str("node", node)
-        if nodes is not None:
-            self._core.merge(nodes.values() if isinstance(nodes, Mapping) else nodes)
+        items = (
+            None if nodes is None else list(nodes.values() if isinstance(nodes, Mapping) else nodes)
+        )
+        return self._apply_then_save(items, state, trigger, label, node, metadata)
+
+    def _apply_then_save(
+        self,
+        nodes: list[NodeState] | None,
+        state: Any,
+        trigger: str,
+        label: str | None,
+        node: str | None,
+        metadata: Mapping[str, Any] | None,
+    ) -> Program[CheckpointInfo]:
+        # Applied inside the program, so under the manager's writer lock: a save
+        # queued behind another never writes the other's state or nodes.
+        self._core.merge(nodes)
         if state is not _UNSET:
             self._core.state = state
-        return self._save(trigger, label, node, metadata)
+        return (yield from self._save(trigger, label, node, metadata))
 
     def _save(
         self, trigger: str, label: str | None, node: str | None, metadata: Mapping[str, Any] | None

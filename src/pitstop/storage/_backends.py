@@ -117,6 +117,9 @@ class SqliteBackend:
             if not self.readonly:
                 conn.execute(f"PRAGMA synchronous = {self.durability.upper()}")
             self._ensure_schema(conn)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StoreError(f"cannot open {self.where}: {_describe(exc)}") from exc
         except BaseException:
             conn.close()
             raise
@@ -185,10 +188,11 @@ class SqliteBackend:
             conn.execute("BEGIN IMMEDIATE" if call.write else "BEGIN")
             try:
                 result = drive(conn.cursor(), SQLITE, call.program(*call.args))
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # COMMIT itself may fail (SQLITE_BUSY): end it
+                    conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
             if call.program is save and call.args[0].snapshot:
                 # A snapshot grows the WAL by a whole blob: fold it into the database
                 # now (PASSIVE: never waits for readers) rather than in a later save.
@@ -219,6 +223,12 @@ class PostgresBackend:
 
         try:
             conn = psycopg.connect(self.conninfo, autocommit=True, **self.kwargs)
+            # REPEATABLE READ even for one-statement saves: a save whose snapshot
+            # predates a concurrent delete or prune (which update the run row) fails
+            # on the run row's lock instead of trusting rows that are gone.
+            conn.execute(
+                "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ"
+            )
         except psycopg.Error as exc:
             raise StoreError(f"cannot connect to {self.where}: {_describe(exc)}") from exc
         with self._lock:
@@ -237,7 +247,9 @@ class PostgresBackend:
                 if self.readonly:
                     raise _schema.refuse_readonly(version, self.where)
                 with conn.transaction():
-                    # Concurrent first opens would race on CREATE TABLE.
+                    # Concurrent first opens would race on CREATE TABLE. READ COMMITTED:
+                    # after waiting for the lock, see the tables another opener made.
+                    cur.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
                     cur.execute("SELECT pg_advisory_xact_lock(7070747473)")
                     _schema.create_or_migrate(cur, "postgresql")
         except Exception as exc:
@@ -279,7 +291,8 @@ class PostgresBackend:
                 conn = self._connect()
             ok = False
             try:
-                errors = wrap_errors(call, self.where, (psycopg.IntegrityError,))
+                raced = (psycopg.IntegrityError, psycopg.errors.SerializationFailure)
+                errors = wrap_errors(call, self.where, raced)
                 if call.program is save and fits_one_statement(call.args[0]):
                     # One autocommit statement: one round trip, atomic by itself.
                     with errors:
