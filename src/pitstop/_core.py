@@ -200,11 +200,11 @@ class RunCore:
     # call (rows are immutable named tuples, replaced whole under the lock).
 
     def node_started(self, node_id: str) -> None:
-        rows = self.rows
-        if node_id not in rows:
+        if node_id not in self.rows:
             check_id("node_id", node_id)
         now = time.time()
         with self.lock:
+            rows = self.rows  # a restore may have swapped the dict meanwhile
             old = rows.get(node_id)
             # A re-run drops the previous output and error: they no longer hold.
             if old is None:
@@ -222,8 +222,7 @@ class RunCore:
         Raises:
             SerializationError: the output cannot be encoded; the node stays as it was.
         """
-        rows = self.rows
-        if node_id not in rows:
+        if node_id not in self.rows:
             check_id("node_id", node_id)
         try:
             blob = self.serializer.dumps(output)
@@ -233,6 +232,7 @@ class RunCore:
             ) from exc
         now = time.time()
         with self.lock:
+            rows = self.rows  # a restore may have swapped the dict meanwhile
             old = rows.get(node_id)
             if old is None:
                 rows[node_id] = NodeRow(node_id, _COMPLETED, 0, None, None, now, (), self.tag, blob)
@@ -245,11 +245,11 @@ class RunCore:
             return self.clock.finished(node_id)
 
     def node_failed(self, node_id: str, error: BaseException | str) -> None:
-        rows = self.rows
-        if node_id not in rows:
+        if node_id not in self.rows:
             check_id("node_id", node_id)
         text, now = error_text(error), time.time()
         with self.lock:
+            rows = self.rows  # a restore may have swapped the dict meanwhile
             old = rows.get(node_id)
             if old is None:
                 rows[node_id] = NodeRow(node_id, _FAILED, 0, text, None, now, (), self.tag, None)
