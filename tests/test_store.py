@@ -14,6 +14,7 @@ import pytest
 from pitstop import (
     CheckpointManager,
     CheckpointPolicy,
+    CorruptCheckpoint,
     MemoryStore,
     SchemaVersionError,
     SqlStore,
@@ -248,6 +249,37 @@ def test_migration_keeps_damage_damaged(tmp_path: Path) -> None:
         m.restore_checkpoint()
     with SyncCheckpointManager("other", store=db, enabled=True) as m:
         assert m.restore_checkpoint().completed == {"x": [1.5, "two"]}
+
+
+@pytest.mark.parametrize(
+    ("damage", "unloadable"),
+    [
+        # seq 2's header: only seq 2 failed in version 1
+        ("UPDATE pitstop_checkpoints SET metadata = CAST('{\"v\":2}' AS BLOB) WHERE seq = 2", {2}),
+        # 'b' as written at seq 1, replaced by seq 2: only seq 1 read it
+        ("UPDATE pitstop_node_states SET attempt = 9 WHERE node_id = 'b' AND seq = 1", {1}),
+        # 'c' as written at seq 3: only seq 3 reads it
+        ("UPDATE pitstop_node_states SET attempt = 9 WHERE node_id = 'c' AND seq = 3", {3}),
+    ],
+    ids=["header", "superseded-row", "latest-row"],
+)
+def test_migration_fails_exactly_what_version_1_could_not_load(
+    tmp_path: Path, damage: str, unloadable: set[int]
+) -> None:
+    """Damage harms the checkpoints that read it, as in version 1, and no others."""
+    db = tmp_path / "old.db"
+    _v1_database(db)
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute(damage.replace("WHERE", "WHERE run_id = 'etl' AND"))
+    conn.close()
+    with SyncCheckpointManager("etl", store=db, enabled=True) as m:
+        for seq in (1, 2, 3):
+            if seq in unloadable:
+                with pytest.raises(CorruptCheckpoint):
+                    m.load_checkpoint(seq)
+            else:
+                assert m.load_checkpoint(seq).seq == seq
 
 
 def test_durability_settings(tmp_path: Path) -> None:

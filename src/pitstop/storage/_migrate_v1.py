@@ -5,8 +5,10 @@ Schema 1 restored "each node's newest row with seq <= S", with checksums over
 ``repr`` of each field. Its checkpoints become a linear chain (parent = the
 previous seq, root = the first, which version 1 always wrote in full), which
 reads exactly the same rows. Every row and checkpoint is verified with its
-version-1 checksum first; one that fails gets a checksum (or manifest) of
-zeros, so migrating never launders damage into a valid checkpoint.
+version-1 checksum first, and exactly the checkpoints version 1 could not load
+(a damaged header, or a damaged row among those they read) get a payload hash
+of zeros: migrating never launders damage into a loadable checkpoint, and never
+spreads it to one that version 1 could load.
 """
 
 from __future__ import annotations
@@ -95,36 +97,38 @@ def convert_run(cur: Cursor, dialect: Dialect, run_id: str, now: float) -> None:
         view.update({row.node_id: (row, ok) for row, ok in by_seq.pop(s)})
     snap_rows = [row._replace(seq=root, checksum="") for row, _ in view.values()]
     blob = snapshot_blob(snap_rows)
-    root_ok = all(ok for _, ok in view.values())
     cur.execute(q("DELETE FROM pitstop_node_states WHERE run_id = ? AND seq <= ?"), (run_id, root))
-    ids = set(view)
+    intact = {node_id: ok for node_id, (_, ok) in view.items()}
     parent: int | None = None
     for c in checkpoints:
         seq = c[0]
         if seq == root:
             written, manifest, snapshot = len(snap_rows), hashlib.sha256(blob).hexdigest(), blob
-            if not root_ok:
-                manifest = _BAD
         else:
             total = 0
             mine = by_seq.pop(seq, [])
             for row, ok in mine:
-                fresh = node_checksum(run_id, seq, row) if ok else _BAD
+                fresh = node_checksum(run_id, seq, row)
                 total += manifest_term(fresh)
                 cur.execute(q("UPDATE pitstop_node_states SET checksum = ? WHERE run_id = ? "
                               "AND node_id = ? AND seq = ?"),
                             (fresh, run_id, row.node_id, seq))  # fmt: skip
-                ids.add(row.node_id)
+                intact[row.node_id] = ok
             written, manifest, snapshot = len(mine), manifest_hex(total), None
         meta, state = bytes(c[6]), None if c[7] is None else bytes(c[7])
+        # Exactly the checkpoints that version 1 could not load stay unloadable: their
+        # own header failed, or they read a damaged row (a row later replaced by an
+        # intact one harms only the checkpoints that read it, as in version 1).
+        good = _v1_record_ok(c, run_id) and all(intact.values())
+        phash = payload_hash(meta, state) if good else _BAD
         new = CheckpointRecord(run_id, seq, parent, root, c[1], c[2], c[3], c[4], 2, c[5], meta,
-                               state, c[8], written, len(ids), manifest,
-                               payload_hash=payload_hash(meta, state))  # fmt: skip
-        fresh = record_checksum(new) if _v1_record_ok(c, run_id) else _BAD
+                               state, c[8], written, len(intact), manifest,
+                               payload_hash=phash)  # fmt: skip
+        fresh = record_checksum(new)
         cur.execute(q("UPDATE pitstop_checkpoints SET parent_seq = ?, root_seq = ?, "
                       "nodes_written = ?, node_count = ?, manifest = ?, payload_hash = ?, "
                       "schema_version = 2, checksum = ? WHERE run_id = ? AND seq = ?"),
-                    (parent, root, written, len(ids), manifest, new.payload_hash, fresh,
+                    (parent, root, written, new.node_count, manifest, new.payload_hash, fresh,
                      run_id, seq))  # fmt: skip
         if snapshot is not None:
             cur.execute(q("INSERT INTO pitstop_snapshots (run_id, seq, nodes) VALUES (?, ?, ?)"),
