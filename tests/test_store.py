@@ -165,6 +165,17 @@ def test_readonly_store_reads_a_read_only_file(tmp_path: Path) -> None:
         db.chmod(0o644)
 
 
+def test_readonly_reads_create_no_files(tmp_path: Path) -> None:
+    db = tmp_path / "p.db"
+    _write_run(db)  # closed: WAL folded in, no -wal/-shm left
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert before == ["p.db"]
+    with SqlStore(db, readonly=True) as store:
+        assert SyncCheckpointManager("r", store=store, enabled=True).load_checkpoint().seq == 2
+        assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
 def test_opening_and_reading_never_wait_for_a_writer(tmp_path: Path) -> None:
     """Another process's open write transaction blocks neither open, list nor restore."""
     db = tmp_path / "p.db"

@@ -131,19 +131,13 @@ class SqliteBackend:
         if not os.path.exists(path):
             raise StoreError(f"no SQLite file at {path!r} (opened read-only)")
         uri = f"file:{quote(path)}?mode=ro"
-        conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
-        try:
-            conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
-        except sqlite3.OperationalError:
-            # A WAL file in a directory we cannot write: SQLite cannot create the
-            # -shm index. With no -wal file, every commit is in the main file, so
-            # reading it as immutable sees all of them.
-            conn.close()
-            if os.path.exists(path + "-wal"):
-                raise
-            conn = sqlite3.connect(uri + "&immutable=1", uri=True, check_same_thread=False,
-                                   isolation_level=None)  # fmt: skip
-        return conn
+        if not os.path.exists(path + "-wal"):
+            # No writer is connected (a WAL file exists while one is) and every
+            # commit is in the main file: read it as immutable, which creates no
+            # -wal/-shm beside it and works in a directory we cannot write. Should
+            # a writer fold its WAL in meanwhile, checksums catch a torn read.
+            uri += "&immutable=1"
+        return sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
 
     def _ensure_schema(self, conn: sqlite3.Connection) -> None:
         try:
