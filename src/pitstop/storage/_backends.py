@@ -143,7 +143,7 @@ class SqliteBackend:
         try:
             cur = conn.cursor()
             version = _schema.read_version(cur, "sqlite")
-            if not _schema.needs_write(version, self.where):
+            if not _schema.needs_write(version):
                 return
             if self.readonly:
                 raise _schema.refuse_readonly(version, self.where)
@@ -240,7 +240,7 @@ class PostgresBackend:
         try:
             cur = conn.cursor()
             version = _schema.read_version(cur, "postgresql")
-            if _schema.needs_write(version, self.where):
+            if _schema.needs_write(version):
                 if self.readonly:
                     raise _schema.refuse_readonly(version, self.where)
                 with conn.transaction():
@@ -320,4 +320,3 @@ def _mask(conninfo: str) -> str:
 
 
 Backend = SqliteBackend | PostgresBackend
-Opener = Callable[[], Backend]

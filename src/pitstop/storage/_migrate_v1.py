@@ -25,7 +25,8 @@ from .._codec import (
     snapshot_blob,
 )
 from .._records import CheckpointRecord, NodeRow, deps_from_text
-from ._schema import Cursor, Dialect, _param
+from ._queries import placeholders as _param
+from ._schema import Cursor, Dialect
 
 _BAD = "0" * 64
 _NONE = b"\x00"

@@ -139,6 +139,11 @@ class Dialect:
     sql: dict[str, str]
 
 
+def placeholders(name: Literal["sqlite", "postgresql"], sql: str) -> str:
+    """``sql`` written with ``?`` placeholders, in the style of ``name``'s driver."""
+    return sql.replace("?", "%s") if name == "postgresql" else sql
+
+
 def _build(name: Literal["sqlite", "postgresql"]) -> Dialect:
     lock = " FOR UPDATE OF r" if name == "postgresql" else ""
     greatest = "GREATEST" if name == "postgresql" else "MAX"  # SQLite's scalar max()
@@ -147,7 +152,7 @@ def _build(name: Literal["sqlite", "postgresql"]) -> Dialect:
     for key, text in templates.items():
         text = text.replace("{lock}", lock).replace("{greatest}", greatest)
         text = text.replace("{where_cp}", "").replace("{where_r}", "")
-        out[key] = text.replace("?", "%s") if name == "postgresql" else text
+        out[key] = placeholders(name, text)
     return Dialect(name, out)
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from .._errors import SchemaVersionError, StoreError
+from ._queries import placeholders as _param
 
 SCHEMA_VERSION = 2
 """Version of the tables; bump it and append to ``MIGRATIONS`` on every change."""
@@ -19,10 +20,6 @@ SCHEMA_VERSION = 2
 Cursor = Any  # a DB-API cursor of sqlite3 or psycopg
 Dialect = Literal["sqlite", "postgresql"]
 Migration = Callable[[Cursor, Dialect], None]
-
-
-def _param(dialect: Dialect, sql: str) -> str:
-    return sql.replace("?", "%s") if dialect == "postgresql" else sql
 
 
 def read_version(cur: Cursor, dialect: Dialect) -> int | None:
@@ -47,7 +44,7 @@ def read_version(cur: Cursor, dialect: Dialect) -> int | None:
     return None if row is None else int(row[0])
 
 
-def needs_write(version: int | None, where: str) -> bool:
+def needs_write(version: int | None) -> bool:
     """Whether opening must create or migrate tables. Raises SchemaVersionError if too new."""
     if version is not None and version > SCHEMA_VERSION:
         raise SchemaVersionError(version, SCHEMA_VERSION)
@@ -68,7 +65,7 @@ def create_or_migrate(cur: Cursor, dialect: Dialect) -> None:
     from . import _models
 
     version = read_version(cur, dialect)
-    if not needs_write(version, ""):
+    if not needs_write(version):
         return  # another process did it first
     if version is None:
         for stmt in _models.ddl(dialect):
