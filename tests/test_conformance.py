@@ -224,7 +224,7 @@ async def test_bad_state_keeps_changes_pending(store: Store, twin: MakeTwin) -> 
     m = twin("r", store=store)
     await run_nodes(m, "a")
     with pytest.raises(SerializationError):
-        await m.save_checkpoint(state={1: "int key"})
+        await m.save_checkpoint(state={"conn": object()})
     assert await m.list_checkpoints() == []
     m.m.state = {"ok": 1}
     await m.save_checkpoint()

@@ -11,10 +11,11 @@ import pytest
 from pitstop import CheckpointPolicy, GraphMismatch, JsonSerializer, SerializationError
 from pitstop._codec import manifest_hex, manifest_term
 from pitstop._core import RunCore
+from pitstop.codecs import Envelope
 
 
 def core(**policy: object) -> RunCore:
-    return RunCore("r", JsonSerializer(), CheckpointPolicy(**policy), {"m": 1})  # type: ignore[arg-type]
+    return RunCore("r", JsonSerializer(), CheckpointPolicy(**policy), {"m": 1}, Envelope())  # type: ignore[arg-type]
 
 
 def test_plan_finalize_commit_and_delta() -> None:
@@ -109,11 +110,11 @@ def test_hooks_from_threads_lose_nothing() -> None:
 
 def test_bad_metadata_and_ids_refused_at_construction() -> None:
     with pytest.raises(SerializationError):
-        RunCore("r", JsonSerializer(), CheckpointPolicy(), {"t": (1, 2)})
+        RunCore("r", JsonSerializer(), CheckpointPolicy(), {"t": (1, 2)}, Envelope())
     with pytest.raises(SerializationError):
-        RunCore("r", JsonSerializer(), CheckpointPolicy(), {1: "x"})  # type: ignore[dict-item]
+        RunCore("r", JsonSerializer(), CheckpointPolicy(), {1: "x"}, Envelope())  # type: ignore[dict-item]
     with pytest.raises(ValueError):
-        RunCore("a\x00", JsonSerializer(), CheckpointPolicy(), {})
+        RunCore("a\x00", JsonSerializer(), CheckpointPolicy(), {}, Envelope())
     c = core()
     with pytest.raises(ValueError):
         c.node_started("")

@@ -210,7 +210,7 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(SchemaVersionError) as err:
         SqlStore(db).open()
-    assert (err.value.found, err.value.supported) == (99, 2)
+    assert (err.value.found, err.value.supported) == (99, 3)
 
 
 def _v1_database(path: Path) -> None:

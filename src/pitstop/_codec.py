@@ -24,6 +24,7 @@ from ._errors import CorruptCheckpoint, SchemaVersionError, SerializationError
 from ._records import CheckpointRecord, NodeRow
 from ._serde import Serializer
 from ._types import Checkpoint, NodeFields, NodeMap, NodeStatus, Undecoded
+from .codecs._envelope import Envelope, parse
 
 FORMAT_VERSION = 2
 """Version of the checkpoint layout (checksums, snapshots, lineage); in every row."""
@@ -175,11 +176,18 @@ def decode_checkpoint(
     serializers: Mapping[str, Serializer],
     *,
     outputs: bool = True,
+    envelope: Envelope | None = None,
+    blobs: Mapping[bytes, tuple[str, bytes]] | None = None,
 ) -> Checkpoint:
-    """A verified view as a Checkpoint (outputs as ``Undecoded`` when not ``outputs``)."""
+    """A verified view as a Checkpoint (outputs as ``Undecoded`` when not ``outputs``).
+
+    ``blobs`` maps the digests that rows refer to onto (recipe, stored bytes); each
+    blob is checked against its digest once opened.
+    """
     run_id, seq = target.run_id, target.seq
+    envelope = envelope or _PLAIN
     fields: dict[str, NodeFields] = {}
-    blobs: dict[str, list[NodeRow]] = {}
+    groups: dict[str, list[NodeRow]] = {}
     for node_id in sorted(view):
         row = view[node_id]
         status = _STATUSES.get(row.status)
@@ -188,41 +196,88 @@ def decode_checkpoint(
         fields[node_id] = (status, row.attempt, row.error, row.started_at, row.finished_at,
                            row.deps)  # fmt: skip
         if row.output is not None:
-            blobs.setdefault(row.serializer, []).append(row)
+            groups.setdefault(row.serializer, []).append(row)
     decoded: dict[str, Any] = {}
-    for tag, rows in blobs.items():
+    for tag, rows in groups.items():
         if outputs:
-            values = _loads_many(pick(tag, serializers, run_id, seq), rows, seq)
+            values = _decode_group(tag, rows, serializers, envelope, blobs or {}, target)
         else:
-            values = [Undecoded(tag, len(r.output or b"")) for r in rows]
+            values = [Undecoded(tag, _stored_size(r, blobs)) for r in rows]
         decoded.update(zip((r.node_id for r in rows), values, strict=True))
     state = None
     if target.state is not None and outputs:
-        state = pick(target.serializer, serializers, run_id, seq).loads(target.state)
+        try:
+            ser_tag, data = envelope.open(target.serializer, target.state)
+            state = pick(ser_tag, serializers, run_id, seq).loads(data)
+        except SerializationError as exc:
+            raise exc.about("state: ", None) from exc
     elif target.state is not None:
         state = Undecoded(target.serializer, len(target.state))
     return Checkpoint(info=target.info(), nodes=NodeMap(fields, decoded), state=state)
 
 
-def _loads_many(ser: Serializer, rows: list[NodeRow], seq: int) -> list[Any]:
+_PLAIN = Envelope(compression=None)
+
+
+def _stored_size(row: NodeRow, blobs: Mapping[bytes, tuple[str, bytes]] | None) -> int:
+    out = row.output or b""
+    if blobs and row.serializer.endswith("+ref") and out in blobs:
+        return len(blobs[out][1])
+    return len(out)
+
+
+def _decode_group(
+    tag: str,
+    rows: list[NodeRow],
+    serializers: Mapping[str, Serializer],
+    envelope: Envelope,
+    blobs: Mapping[bytes, tuple[str, bytes]],
+    target: CheckpointRecord,
+) -> list[Any]:
+    """Decode the outputs of rows stored with the same tag."""
+    run_id, seq = target.run_id, target.seq
+    ser_tag, steps, ref = parse(tag)
+    ser = pick(ser_tag, serializers, run_id, seq)
+    if not steps and not ref:
+        return _loads_many(ser, rows, [r.output or b"" for r in rows], seq)
+    datas = []
+    for r in rows:
+        try:
+            if ref:
+                found = blobs.get(r.output or b"")
+                if found is None:
+                    raise CorruptCheckpoint(run_id, seq, f"node {r.node_id!r}: its blob is missing")
+                recipe, stored = found
+                plain = envelope.open_blob(ser_tag, recipe, stored)
+                if envelope.digest_of(recipe, plain) != r.output:
+                    raise CorruptCheckpoint(
+                        run_id, seq, f"node {r.node_id!r}: its blob does not match its digest"
+                    )
+                datas.append(plain)
+            else:
+                datas.append(envelope.open(tag, r.output or b"")[1])
+        except SerializationError as exc:
+            raise exc.about(f"output of node {r.node_id!r} (written at seq {r.seq}): ",
+                            r.node_id) from exc  # fmt: skip
+    return _loads_many(ser, rows, datas, seq)
+
+
+def _loads_many(ser: Serializer, rows: list[NodeRow], datas: list[bytes], seq: int) -> list[Any]:
     """Decode outputs, in one call when the serializer has ``loads_many``."""
     many = getattr(ser, "loads_many", None)
-    if many is not None:
+    if many is not None and len(rows) > 1:
         try:
-            values: list[Any] = many([r.output or b"" for r in rows])
+            values: list[Any] = many(datas)
         except SerializationError:
             values = []  # decode one by one below to name the node that fails
         if len(values) == len(rows):
             return values
-    return [_loads(ser, r, seq) for r in rows]
+    return [_loads(ser, r, d, seq) for r, d in zip(rows, datas, strict=True)]
 
 
-def _loads(ser: Serializer, row: NodeRow, seq: int) -> Any:
+def _loads(ser: Serializer, row: NodeRow, data: bytes, seq: int) -> Any:
     try:
-        return ser.loads(row.output or b"")
+        return ser.loads(data)
     except SerializationError as exc:
-        raise SerializationError(
-            f"output (written at seq {row.seq}, read for seq {seq}): {exc.message}",
-            tag=exc.tag,
-            node_id=row.node_id,
-        ) from exc
+        raise exc.about(f"output of node {row.node_id!r} (written at seq {row.seq}, read for "
+                        f"seq {seq}): ", row.node_id) from exc  # fmt: skip

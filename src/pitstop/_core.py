@@ -13,7 +13,7 @@ import json
 import threading
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ._codec import (
@@ -30,6 +30,7 @@ from ._policy import CheckpointPolicy, PolicyClock, dag_levels
 from ._records import CheckpointRecord, NodeRow
 from ._serde import Serializer, encode_metadata
 from ._types import NodeState, NodeStatus, RunInfo, RunStatus, check_id
+from .codecs._envelope import REF, Envelope, Sealed
 
 _COMPLETED = NodeStatus.COMPLETED.value
 _RUNNING = NodeStatus.RUNNING.value
@@ -89,6 +90,10 @@ class SavePlan:
     """The metadata as written (for the CheckpointInfo the save returns)."""
     run_changed: bool
     """Whether the run's row must be written (its fields changed since last written)."""
+    refs: tuple[str, ...] = ()
+    """Digests (hex) of the blobs this checkpoint's rows refer to."""
+    blobs: Mapping[str, tuple[str, bytes]] = field(default_factory=dict)
+    """Digest (hex) -> (recipe, stored bytes) of every ref, to write those the store lacks."""
     record: CheckpointRecord | None = None
 
     def finalize(self, seq: int) -> tuple[CheckpointRecord, list[NodeRow]]:
@@ -125,10 +130,14 @@ class RunCore:
         serializer: Serializer,
         policy: CheckpointPolicy,
         metadata: Mapping[str, Any],
+        envelope: Envelope,
     ) -> None:
         self.run_id = check_id("run_id", run_id)
         self.serializer = serializer
         self.tag = serializer.tag
+        self.envelope = envelope
+        self.blobs: dict[bytes, tuple[str, bytes]] = {}
+        """Digest -> (recipe, stored bytes) of the blobs the rows refer to."""
         self.policy = policy
         self.metadata = dict(metadata)
         encode_metadata(self.metadata)  # refuse bad metadata at construction
@@ -224,21 +233,33 @@ class RunCore:
         """
         if node_id not in self.rows:
             check_id("node_id", node_id)
+        return self.node_encoded(node_id, self.encode_output(node_id, output))
+
+    def encode_output(self, node_id: str, output: Any) -> Sealed:
+        """A node's output as stored (thread-safe: the async twin may call it off the loop).
+
+        Raises:
+            SerializationError: naming the node and the path inside the output.
+        """
         try:
-            blob = self.serializer.dumps(output)
+            return self.envelope.seal(self.tag, self.serializer.dumps(output))
         except SerializationError as exc:
-            raise SerializationError(
-                f"output: {exc.message}", tag=exc.tag, node_id=node_id
-            ) from exc
+            raise exc.about(f"output of node {node_id!r} ", node_id) from exc
+
+    def node_encoded(self, node_id: str, sealed: Sealed) -> str | None:
+        """``node_finished`` with the output already encoded."""
+        tag, out = sealed.tag, sealed.data
         now = time.time()
         with self.lock:
+            if sealed.blob is not None:
+                self.blobs[out] = sealed.blob[1:]
             rows = self.rows  # a restore may have swapped the dict meanwhile
             old = rows.get(node_id)
             if old is None:
-                rows[node_id] = NodeRow(node_id, _COMPLETED, 0, None, None, now, (), self.tag, blob)
+                rows[node_id] = NodeRow(node_id, _COMPLETED, 0, None, None, now, (), tag, out)
             else:
                 rows[node_id] = NodeRow(node_id, _COMPLETED, old.attempt, None, old.started_at,
-                                        now, old.deps, self.tag, blob)  # fmt: skip
+                                        now, old.deps, tag, out)  # fmt: skip
             self.dirty.add(node_id)
             if old is not None and old.status == _COMPLETED:
                 return None
@@ -278,21 +299,21 @@ class RunCore:
         if nodes is None:
             return
         rows = []
+        blobs: dict[bytes, tuple[str, bytes]] = {}
         for ns in nodes:
             if not isinstance(ns, NodeState):
                 raise TypeError(f"nodes must hold NodeState, got {type(ns).__name__}")
-            out = None
+            out, tag = None, self.tag
             if ns.status is NodeStatus.COMPLETED or ns.output is not None:
-                try:
-                    out = self.serializer.dumps(ns.output)
-                except SerializationError as exc:
-                    raise SerializationError(
-                        f"output: {exc.message}", tag=exc.tag, node_id=ns.node_id
-                    ) from exc
+                sealed = self.encode_output(ns.node_id, ns.output)
+                out, tag = sealed.data, sealed.tag
+                if sealed.blob is not None:
+                    blobs[out] = sealed.blob[1:]
             error = None if ns.error is None else error_text(ns.error)
             rows.append(NodeRow(ns.node_id, ns.status.value, ns.attempt, error, ns.started_at,
-                                ns.finished_at, ns.deps, self.serializer.tag, out))  # fmt: skip
+                                ns.finished_at, ns.deps, tag, out))  # fmt: skip
         with self.lock:
+            self.blobs.update(blobs)
             for row in rows:
                 self.rows[row.node_id] = row
                 self.dirty.add(row.node_id)
@@ -317,8 +338,14 @@ class RunCore:
         """
         meta_dict = {**self.metadata, **(metadata or {})}
         meta = encode_metadata(meta_dict)
-        ser = self.serializer
-        state = None if self.state is None else ser.dumps(self.state)
+        state, state_tag = None, self.tag
+        if self.state is not None:
+            try:
+                sealed = self.envelope.seal(self.tag, self.serializer.dumps(self.state),
+                                            dedup=False)  # fmt: skip
+            except SerializationError as exc:
+                raise exc.about("state ", None) from exc
+            state, state_tag = sealed.data, sealed.tag
         with self.lock:
             # A snapshot bounds what a restore reads: at most snapshot_every checkpoints,
             # and delta rows (each dearer to read than a snapshot's) to a quarter of
@@ -332,9 +359,11 @@ class RunCore:
             changed, self.dirty = self.dirty, set()
             ids = sorted(self.rows if snapshot else changed)
             rows = [self.rows[n] for n in ids]
+            refs = {r.output for r in rows if r.output is not None and _is_ref(r.serializer)}
+            blobs = {d.hex(): self.blobs[d] for d in refs if d in self.blobs}
         size = len(meta) + len(state or b"") + sum(len(r.output or b"") for r in rows)
         header = dict(created_at=time.time(), trigger=trigger, label=label, node=node,
-                      schema_version=FORMAT_VERSION, serializer=ser.tag, metadata=meta,
+                      schema_version=FORMAT_VERSION, serializer=state_tag, metadata=meta,
                       state=state, size=size, payload_hash=payload_hash(meta, state))  # fmt: skip
         run = self.run_fields()
         return SavePlan(
@@ -342,7 +371,8 @@ class RunCore:
             parent_seq=self.base_seq, root_seq=self.root_seq, expected_hwm=self.hwm,
             base_ids=self.stored, header=header,
             run=run, keep_last=self.policy.keep_last, meta=meta_dict,
-            run_changed=run != self.run_written,
+            run_changed=run != self.run_written, refs=tuple(sorted(d.hex() for d in refs)),
+            blobs=blobs,
         )  # fmt: skip
 
     def abort(self, plan: SavePlan) -> None:
@@ -368,6 +398,9 @@ class RunCore:
             self.hwm = hwm
             self.run_written = plan.run
             self.clock.saved()
+            if self.blobs:  # forget blobs no row refers to any more
+                live = {r.output for r in self.rows.values() if _is_ref(r.serializer)}
+                self.blobs = {d: b for d, b in self.blobs.items() if d in live}
 
     def adopt(
         self,
@@ -375,10 +408,12 @@ class RunCore:
         view: Mapping[str, NodeRow],
         run: RunInfo,
         chain: Sequence[CheckpointRecord],
+        blobs: Mapping[bytes, tuple[str, bytes]],
     ) -> None:
         """Make a loaded (verified) checkpoint the base of this run's next saves."""
         with self.lock:
             self.rows = dict(view)
+            self.blobs = dict(blobs)
             self.dirty = set()
             self.base_seq, self.root_seq = record.seq, record.root_seq
             self.since_snapshot = len(chain) - 1
@@ -395,3 +430,7 @@ class RunCore:
         """The run's checkpoints were deleted: the next save is a full snapshot."""
         with self.lock:
             self._new_lineage()
+
+
+def _is_ref(tag: str) -> bool:
+    return tag.endswith("+" + REF)

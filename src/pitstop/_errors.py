@@ -6,7 +6,8 @@
     ├── CheckpointNotFound     (also LookupError)  .run_id .seq
     ├── CorruptCheckpoint                          .run_id .seq .reason
     ├── SchemaVersionError                         .found .supported .run_id .seq
-    ├── SerializationError                         .tag .node_id
+    ├── SerializationError                         .tag .node_id .path
+    │   └── EncryptionKeyError                     .key_id: a key missing or wrong
     ├── GraphMismatch                              .run_id .added .removed .changed
     ├── CheckpointingDisabled                      .run_id (I/O on a disabled manager)
     ├── EventLoopMismatch      (also RuntimeError) an async manager busy on another loop
@@ -64,14 +65,42 @@ class SchemaVersionError(PitstopError):
 
 
 class SerializationError(PitstopError):
-    """A value could not be encoded or decoded by the serializer."""
+    """A value could not be encoded or decoded by the serializer.
 
-    def __init__(self, message: str, *, tag: str, node_id: str | None = None) -> None:
+    ``path`` is where inside the value the problem is (keys and indexes, outermost
+    first; empty for the value itself or when unknown).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        tag: str,
+        node_id: str | None = None,
+        path: tuple[object, ...] = (),
+    ) -> None:
         self.message = message
         self.tag = tag
         self.node_id = node_id
-        where = "" if node_id is None else f" (node {node_id!r})"
-        super().__init__(f"[{tag}] {message}{where}")
+        self.path = path
+        named = node_id is None or f"node {node_id!r}" in message
+        super().__init__(f"[{tag}] {message}" + ("" if named else f" (node {node_id!r})"))
+
+    def about(self, prefix: str, node_id: str | None) -> SerializationError:
+        """The same error, its message prefixed (e.g. with the node it concerns)."""
+        out = type(self).__new__(type(self))
+        out.__dict__.update(self.__dict__)  # a subclass's own fields (key_id) come along
+        SerializationError.__init__(out, f"{prefix}{self.message}", tag=self.tag,
+                                    node_id=node_id, path=self.path)  # fmt: skip
+        return out
+
+
+class EncryptionKeyError(SerializationError):
+    """A payload's key is missing, or does not open it. ``key_id`` names the key."""
+
+    def __init__(self, key_id: str, message: str) -> None:
+        self.key_id = key_id
+        super().__init__(message, tag=f"aes.{key_id}")
 
 
 class GraphMismatch(PitstopError):

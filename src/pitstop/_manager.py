@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from ._context import AsyncClosing
 from ._errors import EventLoopMismatch
-from ._ops import DEFAULT_STORE, ManagerBase, Program, ProgramFn
+from ._ops import DEFAULT_STORE, ManagerBase, Program, ProgramFn, Work
 
 __all__ = ["DEFAULT_STORE", "CheckpointManager"]
 
@@ -42,6 +42,8 @@ class CheckpointManager(ManagerBase, AsyncClosing):
     Use it as ``async with CheckpointManager(...) as mgr:`` (or call ``aclose()``).
     Saves, restores, deletes and prunes of one manager run one at a time.
     """
+
+    _offload = True
 
     def _setup(self) -> None:
         self._lock: asyncio.Lock | None = None
@@ -84,17 +86,22 @@ class CheckpointManager(ManagerBase, AsyncClosing):
                     if cancelled is not None and exc is not cancelled:
                         raise cancelled from exc  # the caller was cancelled: say so
                     raise
-                store = self._get_store()  # not before: a program may need no store
                 if cancelled is not None:  # cancelled during the last call: start no new one
                     result, error = None, cancelled
                     continue
-                if not store.hops:
-                    try:
-                        result, error = store.execute(call), None
-                    except BaseException as exc:
-                        result, error = None, exc
-                    continue
-                future = loop.run_in_executor(store.executor(), store.execute, call)
+                if isinstance(call, Work):
+                    # CPU work (a large output's encoding) runs off the loop; like a
+                    # transaction, once started it finishes and is recorded.
+                    future = loop.run_in_executor(None, call.fn, *call.args)
+                else:
+                    store = self._get_store()  # not before: a program may need no store
+                    if not store.hops:
+                        try:
+                            result, error = store.execute(call), None
+                        except BaseException as exc:
+                            result, error = None, exc
+                        continue
+                    future = loop.run_in_executor(store.executor(), store.execute, call)
                 try:
                     result, error = await asyncio.shield(future), None
                 except asyncio.CancelledError as exc:

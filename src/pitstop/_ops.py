@@ -10,6 +10,7 @@ unless a policy makes a save due.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import gc
 import os
@@ -48,7 +49,9 @@ from ._errors import (
 from ._events import ERROR, LOAD, PRUNE, RESUME, SAVE, CheckpointEvent, Observer, emit
 from ._policy import CheckpointPolicy
 from ._serde import JsonSerializer, Serializer
-from ._types import Checkpoint, CheckpointInfo, NodeState, RunInfo
+from ._types import Checkpoint, CheckpointInfo, NodeState, RunInfo, check_id
+from .codecs._envelope import Envelope
+from .codecs._typed import TypedSerializer
 from .storage import _programs as P
 from .storage._programs import Call
 from .storage._urls import parse_target
@@ -60,7 +63,18 @@ if TYPE_CHECKING:
 
 P_ = ParamSpec("P_")
 R = TypeVar("R")
-Program = Generator[Call[Any], Any, R]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Work(Generic[R]):
+    """CPU work a program asks for (encoding a large output): the async twin runs it
+    on a worker thread so the event loop keeps running; the sync twin just calls it."""
+
+    fn: Callable[..., R]
+    args: tuple[Any, ...]
+
+
+Program = Generator["Call[Any] | Work[Any]", Any, R]
 ProgramFn = Callable[..., "Program[Any] | None"]
 
 
@@ -142,7 +156,11 @@ class ManagerBase:
         store: a Store, or a SQLite path / database URL (``postgresql://...``) that the
             manager opens on first use and closes on close. None: ``DEFAULT_STORE``.
         enabled: off by default; runners check this plain attribute before each hook.
-        serializer: for outputs and state; strict JSON by default.
+        serializer: for outputs and state; ``TypedSerializer()`` by default (exact
+            round trips of typed values, numpy and pandas included; no pickle). Stores
+            written with JSON (or pickle, if you pass ``PickleSerializer()``) stay readable.
+        envelope: compression, deduplication and encryption of stored payloads
+            (default: zstd from 4 KiB, dedup from 16 KiB, no encryption).
         policy: automatic saves and retention (default: none).
         metadata: stored with every checkpoint (strict JSON), merged with per-save metadata.
         observers: callables receiving CheckpointEvent for save/load/resume/prune/error.
@@ -153,6 +171,8 @@ class ManagerBase:
     """
 
     _OPS: ClassVar[dict[str, ProgramFn]] = {}
+    _offload: ClassVar[bool] = False
+    """Whether large outputs are encoded off the caller's thread (the async twin)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -173,17 +193,26 @@ class ManagerBase:
         store: Store | str | os.PathLike[str] | None = None,
         enabled: bool = False,
         serializer: Serializer | None = None,
+        envelope: Envelope | None = None,
         policy: CheckpointPolicy | None = None,
         metadata: Mapping[str, Any] | None = None,
         observers: Iterable[Observer] = (),
     ) -> None:
         self.enabled = bool(enabled)
-        serializer = serializer or JsonSerializer()
+        serializer = serializer or TypedSerializer()
+        if not isinstance(serializer, Serializer):
+            raise TypeError(f"serializer must be a Serializer, got {type(serializer).__name__}")
+        if envelope is not None and not isinstance(envelope, Envelope):
+            raise TypeError(f"envelope must be an Envelope, got {type(envelope).__name__}")
+        self._envelope = envelope or Envelope()
         self._core = RunCore(uuid.uuid4().hex if run_id is None else run_id, serializer,
-                             policy or CheckpointPolicy(),
-                             metadata or {})  # fmt: skip
+                             policy or CheckpointPolicy(), metadata or {},
+                             self._envelope)  # fmt: skip
         self._observers = list(observers)
+        # Readers read every format: JSON and typed always, pickle only when given.
         self._serializers: dict[str, Serializer] = {"json": JsonSerializer()}
+        if serializer.tag != "typed":
+            self._serializers["typed"] = TypedSerializer()
         self._serializers[serializer.tag] = serializer
         self._store: Store | None = None
         self._target: str | os.PathLike[str] | None = None
@@ -375,12 +404,13 @@ class ManagerBase:
         if not self.enabled:
             raise CheckpointingDisabled(self.run_id)
         started = time.perf_counter()
-        loaded: P.Loaded = yield Call(P.load, (self.run_id, seq), False)
+        loaded: P.Loaded = yield Call(P.load, (self.run_id, seq, outputs), False)
         with _gc_paused():
             view = verify(loaded.record, loaded.chain, loaded.rows, seq)
-            cp = decode_checkpoint(loaded.record, view, self._serializers, outputs=outputs)
+            cp = decode_checkpoint(loaded.record, view, self._serializers, outputs=outputs,
+                                   envelope=self._envelope, blobs=loaded.blobs)  # fmt: skip
             if adopt:
-                self._core.adopt(loaded.record, view, loaded.run, loaded.chain)
+                self._core.adopt(loaded.record, view, loaded.run, loaded.chain, loaded.blobs)
                 self._core.state = cp.state
         self._emit(LOAD, seq=cp.seq, trigger=cp.info.trigger, info=cp.info,
                    duration_s=time.perf_counter() - started)  # fmt: skip
@@ -469,6 +499,8 @@ class ManagerBase:
         """After a node succeeded: its output is encoded now; may save (see on_error)."""
         if not self.enabled:
             return None
+        if self._offload and is_large(output):
+            return self._finish_off_loop(node_id, output)
         try:
             trigger = self._core.node_finished(node_id, output)
         except SerializationError as exc:
@@ -477,6 +509,20 @@ class ManagerBase:
                 raise
             return None  # the node stays unfinished: resume runs it again
         return None if trigger is None else self._auto(trigger, node_id)
+
+    def _finish_off_loop(self, node_id: str, output: Any) -> Program[None]:
+        if node_id not in self._core.rows:
+            check_id("node_id", node_id)
+        try:
+            sealed = yield Work(self._core.encode_output, (node_id, output))
+        except SerializationError as exc:
+            self._emit(ERROR, trigger="output", error=exc)
+            if self.policy.on_error == "raise":
+                raise
+            return  # the node stays unfinished: resume runs it again
+        trigger = self._core.node_encoded(node_id, sealed)
+        if trigger is not None:
+            yield from self._auto(trigger, node_id)
 
     def _on_node_error(self, *, node_id: str, error: BaseException | str) -> Program[None] | None:
         """After a node raised; bookkeeping only (its output is dropped), never a save."""
@@ -551,3 +597,26 @@ class ManagerBase:
     on_node_error = op(_on_node_error)
     on_run_pause = op(_on_run_pause)
     on_run_end = op(_on_run_end)
+
+
+LARGE_ITEMS = 10_000
+"""Outputs with this many items (or array elements, or frame cells) count as large."""
+LARGE_BYTES = 1 << 20
+
+
+def is_large(value: Any) -> bool:
+    """A cheap guess (no walk) whether encoding ``value`` takes long enough to stall
+    an event loop: a big str/bytes, a long container (or one holding long
+    containers at its first level), a big array or frame."""
+    kind = type(value)
+    if kind is str or kind is bytes or kind is bytearray:
+        return len(value) >= LARGE_BYTES
+    if kind is list or kind is tuple or kind is dict or kind is set or kind is frozenset:
+        if len(value) >= LARGE_ITEMS:
+            return True
+        if len(value) > 64:
+            return False
+        items = value.values() if kind is dict else value
+        return sum(len(v) if hasattr(v, "__len__") else 1 for v in items) >= LARGE_ITEMS
+    size = getattr(value, "size", None)  # numpy arrays; pandas frames and series (cells)
+    return isinstance(size, int) and size >= LARGE_ITEMS

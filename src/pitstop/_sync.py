@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ._context import Closing
-from ._ops import ManagerBase, Program, ProgramFn
+from ._ops import ManagerBase, Program, ProgramFn, Work
 
 R = TypeVar("R")
 
@@ -46,8 +46,11 @@ class SyncCheckpointManager(ManagerBase, Closing):
                     call = program.send(result) if error is None else program.throw(error)
                 except StopIteration as stop:
                     return stop.value  # type: ignore[no-any-return]
-                store = self._get_store()  # not before: a program may need no store
                 try:
+                    if isinstance(call, Work):
+                        result, error = call.fn(*call.args), None
+                        continue
+                    store = self._get_store()  # not before: a program may need no store
                     result, error = store.execute(call), None
                 except BaseException as exc:
                     result, error = None, exc

@@ -27,12 +27,17 @@ Durability = Literal["full", "normal"]
 
 
 def drive(
-    cur: Any, dialect: Dialect, program: Txn[Any], sync: Callable[[], None] | None = None
+    cur: Any,
+    dialect: Dialect,
+    program: Txn[Any],
+    sync: Callable[[], None] | None = None,
+    errors: tuple[type[BaseException], ...] = (),
 ) -> Any:
     """Execute what ``program`` yields on a DB-API cursor; return what it returns.
 
     ``sync`` flushes a pipeline before a row count is read (psycopg's pipeline
-    mode only knows it once the server answered).
+    mode only knows it once the server answered). ``errors`` are the driver's
+    database errors, which a "try" statement survives.
     """
     sql = dialect.sql
     result: Any = None
@@ -41,7 +46,18 @@ def drive(
             stmt = program.send(result)
         except StopIteration as stop:
             return stop.value
-        if stmt.mode == "many":
+        if stmt.mode == "try":
+            cur.execute("SAVEPOINT pitstop_try")
+            try:
+                cur.execute(sql[stmt.key], stmt.params)
+                if sync is not None:
+                    sync()
+                result = True
+            except errors:
+                cur.execute("ROLLBACK TO SAVEPOINT pitstop_try")
+                result = False
+            cur.execute("RELEASE SAVEPOINT pitstop_try")
+        elif stmt.mode == "many":
             cur.executemany(sql[stmt.key], stmt.params)
             result = None
         else:
@@ -182,7 +198,8 @@ class SqliteBackend:
             # failing when a read transaction would have to upgrade.
             conn.execute("BEGIN IMMEDIATE" if call.write else "BEGIN")
             try:
-                result = drive(conn.cursor(), SQLITE, call.program(*call.args))
+                result = drive(conn.cursor(), SQLITE, call.program(*call.args),
+                               errors=(sqlite3.DatabaseError,))  # fmt: skip
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:  # COMMIT itself may fail (SQLITE_BUSY): end it
@@ -302,7 +319,8 @@ class PostgresBackend:
                     cur = conn.cursor(binary=True)  # bytea as bytes, not hex text
                     if not call.write:
                         cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    result = drive(cur, POSTGRES, call.program(*call.args), pipeline.sync)
+                    result = drive(cur, POSTGRES, call.program(*call.args), pipeline.sync,
+                                   (psycopg.DatabaseError,))  # fmt: skip
                 ok = True
                 return result
             finally:

@@ -102,6 +102,35 @@ class NodeStateRow(_Base, table=True):
     checksum: str
 
 
+class BlobRow(_Base, table=True):
+    """A large payload, stored once per content digest (node rows refer to it)."""
+
+    __tablename__ = "pitstop_blobs"
+
+    digest: str = Field(primary_key=True)
+    """sha256 (hex) of the encoded payload; an HMAC under the key when encrypted."""
+    recipe: str
+    """How ``data`` was stored from the encoded payload: '', 'zstd', 'zstd+aes.<key id>', ..."""
+    data: bytes = Field(sa_column=Column("data", LargeBinary, nullable=False))
+    size: int = Field(sa_type=BigInteger)
+    """Bytes of ``data``."""
+
+
+class BlobRefRow(_Base, table=True):
+    """Checkpoint ``seq`` of run ``run_id`` reads blob ``digest``.
+
+    Collected with the checkpoint's rows; a blob goes when its last reference
+    goes. The foreign key makes the database refuse a reference to a blob that
+    a concurrent collection removed (PostgreSQL), instead of leaving it dangling.
+    """
+
+    __tablename__ = "pitstop_blob_refs"
+
+    run_id: str = Field(primary_key=True)
+    seq: int = Field(primary_key=True)
+    digest: str = Field(primary_key=True, foreign_key="pitstop_blobs.digest", index=True)
+
+
 class SchemaRow(_Base, table=True):
     """The single row holding the database schema version."""
 

@@ -8,8 +8,9 @@ inside one transaction, on whatever driver it has (sqlite3 or psycopg).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from .._errors import CheckpointNotFound, CorruptCheckpoint, StaleBaseError, StoreError
@@ -28,9 +29,11 @@ class Stmt:
 
     key: str
     params: Sequence[Any] = ()
-    mode: Literal["rows", "count", "exec", "many"] = "rows"
+    mode: Literal["rows", "count", "exec", "many", "try"] = "rows"
     """rows: fetch them; count: the row count; exec and many: nothing (so a driver
-    may pipeline the statement with the ones after it)."""
+    may pipeline the statement with the ones after it); try: like exec, but a
+    failure only undoes this statement (a savepoint), and the result says whether
+    it ran."""
 
 
 Txn = Generator[Stmt, Any, R]
@@ -65,6 +68,8 @@ class Loaded:
     rows: list[NodeRow]
     """The node rows the chain's deltas wrote."""
     run: RunInfo
+    blobs: dict[bytes, tuple[str, bytes]] = field(default_factory=dict)
+    """Digest -> (recipe, stored bytes) of the blobs the chain refers to."""
 
 
 def _record(r: Sequence[Any], state: bytes | None) -> CheckpointRecord:
@@ -127,6 +132,8 @@ def save(plan: SavePlan) -> Txn[Saved]:
         yield Stmt("snapshot_insert", (run_id, seq, record.snapshot), "exec")
     if rows:
         yield Stmt("node_insert", [_node_params(run_id, r) for r in rows], "many")
+    if plan.refs:
+        yield from _write_refs(plan, seq)
     removed: tuple[int, ...] = ()
     if plan.keep_last is not None:
         # Retiring is cheap; collecting frees what no live checkpoint reads, which
@@ -137,10 +144,27 @@ def save(plan: SavePlan) -> Txn[Saved]:
     return Saved(seq, removed)
 
 
+def _write_refs(plan: SavePlan, seq: int) -> Txn[None]:
+    """Store the blobs the store lacks, and this checkpoint's references to them."""
+    have = yield Stmt("blobs_have", (json.dumps(plan.refs),))
+    present = {d for (d,) in have}
+    new = []
+    for digest in plan.refs:
+        if digest not in present:
+            found = plan.blobs.get(digest)
+            if found is None:  # the bookkeeping always holds the blobs its rows refer to
+                raise StoreError(f"blob {digest[:16]}... is neither stored nor in memory")
+            new.append((digest, found[0], found[1], len(found[1])))
+    if new:
+        yield Stmt("blob_insert", new, "many")
+    yield Stmt("ref_insert", [(plan.run_id, seq, d) for d in plan.refs], "many")
+
+
 def fits_one_statement(plan: SavePlan) -> bool:
     """Whether ``save_at_once`` can write ``plan``: its seq is known up front (the
-    manager knows the run's high-water seq) and no retention runs with it."""
-    return plan.expected_hwm is not None and plan.keep_last is None
+    manager knows the run's high-water seq), no retention runs with it and it
+    refers to no blobs."""
+    return plan.expected_hwm is not None and plan.keep_last is None and not plan.refs
 
 
 def save_at_once(plan: SavePlan) -> Txn[Saved]:
@@ -210,6 +234,12 @@ def _collect(run_id: str) -> Txn[None]:
     yield Stmt("gc_checkpoints", (run_id, floor), "exec")
     yield Stmt("gc_nodes", (run_id, floor), "exec")
     yield Stmt("gc_snapshots", (run_id, floor), "exec")
+    gone = yield Stmt("gc_refs", (run_id, floor))
+    if gone:
+        # Blobs no reference is left to. A concurrent save may just be referring to
+        # one again (PostgreSQL): the foreign key then fails this delete, which only
+        # leaves the blob for a later collection.
+        yield Stmt("gc_blobs", (json.dumps(sorted({d for (d,) in gone})),), "try")
 
 
 def prune(run_id: str, keep: int) -> Txn[tuple[int, ...]]:
@@ -243,8 +273,9 @@ def set_run(run: RunFields) -> Txn[bool]:
 # -- reads --------------------------------------------------------------------
 
 
-def load(run_id: str, seq: int | None) -> Txn[Loaded]:
-    """The checkpoint (latest live one when ``seq`` is None) and everything its chain reads."""
+def load(run_id: str, seq: int | None, blobs: bool = True) -> Txn[Loaded]:
+    """The checkpoint (latest live one when ``seq`` is None) and everything its chain
+    reads (the blobs its rows refer to only when ``blobs``)."""
     if seq is None:
         found = yield Stmt("load_latest", (run_id, run_id))
     else:
@@ -272,11 +303,16 @@ def load(run_id: str, seq: int | None) -> Txn[Loaded]:
         rows = [_node(r) for r in (yield Stmt("nodes_range", (run_id, root, top))) if r[1] in seqs]
     except ValueError as exc:
         raise CorruptCheckpoint(run_id, top, str(exc)) from exc
+    found_blobs: dict[bytes, tuple[str, bytes]] = {}
+    if blobs:
+        for ref_seq, digest, recipe, data in (yield Stmt("chain_blobs", (run_id, root, top))):
+            if ref_seq in seqs:
+                found_blobs[bytes.fromhex(digest)] = (recipe, bytes(data))
     run = yield from run_info(run_id)
     if run is None:
         raise CorruptCheckpoint(run_id, top, "the run's row is missing")
     chain.reverse()
-    return Loaded(chain[-1], chain, rows, run)
+    return Loaded(chain[-1], chain, rows, run, found_blobs)
 
 
 def run_info(run_id: str) -> Txn[RunInfo | None]:

@@ -14,6 +14,8 @@ RUNS = "pitstop_runs"
 SNAPSHOTS = "pitstop_snapshots"
 CHECKPOINTS = "pitstop_checkpoints"
 NODES = "pitstop_node_states"
+BLOBS = "pitstop_blobs"
+REFS = "pitstop_blob_refs"
 
 RUN_COLS = ("status", "attempt", "started_at", "ended_at", "error", "graph_fingerprint",
             "last_seq")  # fmt: skip
@@ -97,6 +99,16 @@ _TEMPLATES = {
     "gc_nodes": f"DELETE FROM {NODES} WHERE run_id = ? AND seq < ?",
     "gc_snapshots": f"DELETE FROM {SNAPSHOTS} WHERE run_id = ? AND seq < ?",
     "schema_version": "SELECT version FROM pitstop_schema WHERE id = 1",
+    # Content-addressed blobs; a JSON list parameter ({json_list}) carries many digests.
+    "blobs_have": f"SELECT digest FROM {BLOBS} WHERE digest IN ({{json_list}})",
+    "blob_insert": f"INSERT INTO {BLOBS} (digest, recipe, data, size) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (digest) DO NOTHING",
+    "ref_insert": f"INSERT INTO {REFS} (run_id, seq, digest) VALUES (?, ?, ?)",
+    "chain_blobs": f"SELECT r.seq, b.digest, b.recipe, b.data FROM {REFS} r JOIN {BLOBS} b "
+    "ON b.digest = r.digest WHERE r.run_id = ? AND r.seq >= ? AND r.seq <= ?",
+    "gc_refs": f"DELETE FROM {REFS} WHERE run_id = ? AND seq < ? RETURNING digest",
+    "gc_blobs": f"DELETE FROM {BLOBS} WHERE digest IN ({{json_list}}) AND NOT EXISTS "
+    f"(SELECT 1 FROM {REFS} r WHERE r.digest = {BLOBS}.digest)",
 }
 
 
@@ -147,10 +159,13 @@ def placeholders(name: Literal["sqlite", "postgresql"], sql: str) -> str:
 def _build(name: Literal["sqlite", "postgresql"]) -> Dialect:
     lock = " FOR UPDATE OF r" if name == "postgresql" else ""
     greatest = "GREATEST" if name == "postgresql" else "MAX"  # SQLite's scalar max()
+    json_list = ("SELECT jsonb_array_elements_text(?::jsonb)" if name == "postgresql"
+                 else "SELECT value FROM json_each(?)")  # fmt: skip
     out = {}
     templates = dict(_TEMPLATES, save_at_once=SAVE_AT_ONCE) if name == "postgresql" else _TEMPLATES
     for key, text in templates.items():
         text = text.replace("{lock}", lock).replace("{greatest}", greatest)
+        text = text.replace("{json_list}", json_list)
         text = text.replace("{where_cp}", "").replace("{where_r}", "")
         out[key] = placeholders(name, text)
     return Dialect(name, out)

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from .._errors import SchemaVersionError, StoreError
 from ._queries import placeholders as _param
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version of the tables; bump it and append to ``MIGRATIONS`` on every change."""
 
 Cursor = Any  # a DB-API cursor of sqlite3 or psycopg
@@ -107,5 +107,13 @@ def _v1_to_v2(cur: Cursor, dialect: Dialect) -> None:
     cur.execute("DROP TABLE pitstop_node_states_v1")
 
 
-MIGRATIONS: list[tuple[int, Migration]] = [(2, _v1_to_v2)]
+def _v2_to_v3(cur: Cursor, dialect: Dialect) -> None:
+    """Schema 3 adds the content-addressed blob table and its references."""
+    from . import _models
+
+    for stmt in _models.ddl(dialect, "pitstop_blobs", "pitstop_blob_refs"):
+        cur.execute(stmt)
+
+
+MIGRATIONS: list[tuple[int, Migration]] = [(2, _v1_to_v2), (3, _v2_to_v3)]
 """``(version, upgrade)`` pairs in order; ``upgrade`` brings the tables from version-1."""
