@@ -357,8 +357,11 @@ def test_export(capsys: pytest.CaptureFixture[str], db: Path, tmp_path: Path) ->
     assert json.loads(target.read_text())["info"]["seq"] == 3
 
     pickled = cli_json(capsys, db, "export", "pickled", "--allow-pickle", "--seq", "1")
-    assert pickled["nodes"]["a"]["output"] == "{1, 2}"
-    assert pickled["nodes"]["a"]["output_repr"] is True and pickled["state_repr"] is True
+    # Typed values JSON has no type for are converted (a set -> a list), and flagged.
+    assert pickled["nodes"]["a"]["output"] == [1, 2]
+    assert pickled["nodes"]["a"]["output_converted"] is True
+    assert "output_repr" not in pickled["nodes"]["a"]
+    assert pickled["state_converted"] is True and pickled["state_repr"] is False
 
     code, _, err = cli(capsys, db, "export", "etl", "-o", str(tmp_path / "no" / "dir.json"))
     assert code == 2 and error_line(err).startswith("pitstop: error: cannot write")

@@ -375,3 +375,31 @@ def test_schema_1_database_migrates_on_postgres(tmp_path: Path, pg_db: str) -> N
         m.on_node_start(node_id="c")
         m.on_node_finish(node_id="c", output="done")
         assert m.save_checkpoint().seq == 4
+
+
+def test_schema_2_database_migrates_and_restores(tmp_path: Path) -> None:
+    """A store written by pitstop 0.1 before serialization v2 (schema 2, JSON outputs)."""
+    db = tmp_path / "v2.db"
+    conn = sqlite3.connect(db)
+    conn.executescript((DATA / "v2_store.sql").read_text())
+    conn.close()
+    with pytest.raises(StoreError, match="schema 2, older than 3"):
+        SqlStore(db, readonly=True).open()
+    with SyncCheckpointManager("etl", store=db, enabled=True) as m:
+        assert m.can_resume() is True
+        cp = m.restore_checkpoint()
+        assert cp.completed == {
+            "extract": {"rows": [1, 2, 3], "source": "s3://bucket/x"},
+            "transform": [{"id": i, "v": i * 1.5} for i in range(5)],
+        }
+        assert cp.failed == {"load": "RuntimeError: db down"} and cp.state == {"cursor": 2}
+        assert [i.serializer for i in m.list_checkpoints()] == ["json"] * 4
+        m.on_node_start(node_id="load")
+        m.on_node_finish(node_id="load", output=(3, "rows"))  # typed: a tuple stays a tuple
+        assert m.save_checkpoint().seq == 5
+    with SyncCheckpointManager("etl", store=db, enabled=True) as m:
+        cp = m.load_checkpoint()
+        assert cp.completed["load"] == (3, "rows") and cp.completed["extract"]["rows"] == [1, 2, 3]
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT version FROM pitstop_schema").fetchone() == (3,)
+    conn.close()

@@ -38,11 +38,18 @@ from pathlib import Path
 from typing import Any
 
 from . import _cli_format as fmt
-from ._errors import CheckpointNotFound, CorruptCheckpoint, PitstopError, SerializationError
+from ._errors import (
+    CheckpointNotFound,
+    CorruptCheckpoint,
+    EncryptionKeyError,
+    PitstopError,
+    SerializationError,
+)
 from ._ops import DEFAULT_STORE
 from ._serde import PickleSerializer
 from ._sync import SyncCheckpointManager
 from ._types import Checkpoint, CheckpointInfo, check_id
+from .codecs import AesGcmKeys, Envelope, TypeCodec, TypedSerializer, load_codec
 from .storage import _programs as P
 from .storage._programs import Call
 from .storage._urls import parse_target
@@ -78,8 +85,38 @@ def _open(target: str, *, readonly: bool) -> SqlStore:
 
 
 def _manager(store: Store, args: argparse.Namespace) -> SyncCheckpointManager:
-    ser = PickleSerializer() if getattr(args, "allow_pickle", False) else None
-    return SyncCheckpointManager(args.run, store=store, enabled=True, serializer=ser)
+    codecs = [c for spec in getattr(args, "codec", None) or () for c in _codec(spec)]
+    ser = TypedSerializer(codecs=codecs, allow=getattr(args, "allow_module", None) or ())
+    readers = [PickleSerializer()] if getattr(args, "allow_pickle", False) else []
+    keys = dict(_key(spec) for spec in getattr(args, "key", None) or ())
+    envelope = Envelope(encryption=AesGcmKeys(keys, next(iter(keys)))) if keys else None
+    return SyncCheckpointManager(args.run, store=store, enabled=True, serializer=ser,
+                                 readers=readers, envelope=envelope)  # fmt: skip
+
+
+def _codec(spec: str) -> list[TypeCodec]:
+    try:
+        return load_codec(spec)
+    except (ImportError, AttributeError, ValueError, TypeError) as exc:
+        raise CliError(f"--codec {spec}: {exc}") from exc
+
+
+def _key(spec: str) -> tuple[str, bytes]:
+    """``ID=FILE``: the file holds the key as raw bytes or as hex text."""
+    key_id, sep, path = spec.partition("=")
+    if not sep or not key_id or not path:
+        raise CliError(f"--key wants ID=FILE, got {spec!r}")
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise CliError(f"--key {key_id}: cannot read {path}: {exc.strerror or exc}") from exc
+    text = raw.strip()
+    if len(raw) not in (16, 24, 32):
+        try:
+            raw = bytes.fromhex(text.decode("ascii"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise CliError(f"--key {key_id}: {path} holds neither a raw nor a hex key") from exc
+    return key_id, raw
 
 
 def _infos(store: Store, run_id: str) -> list[CheckpointInfo]:
@@ -147,7 +184,7 @@ def _export(store: Store, args: argparse.Namespace) -> Any:
 def _stats(store: Store, args: argparse.Namespace) -> Any:
     runs = store.execute(Call(P.list_runs, (), False))
     node_rows = sum(i.nodes_written for r in runs for i in _infos(store, r.run_id))
-    return fmt.stats_data(runs, node_rows)
+    return fmt.stats_data(runs, node_rows, store.execute(Call(P.blob_stats, (), False)))
 
 
 def _seqs(store: Store, run_id: str) -> list[int]:
@@ -252,10 +289,24 @@ def build_parser() -> argparse.ArgumentParser:
     cmds["diff"].add_argument("--outputs", action="store_true", help="also compare outputs, state")
     cmds["export"].add_argument("-o", "--output", metavar="FILE", help="write to FILE")
     for name in ("show", "diff", "export"):
-        cmds[name].add_argument(
+        cmd = cmds[name]
+        cmd.add_argument(
             "--allow-pickle",
             action="store_true",
             help="decode pickle payloads (unpickling can run code)",
+        )
+        cmd.add_argument("--codec", metavar="MODULE:NAME", action="append",
+                         help="load a TypeCodec (or a list of them) for custom types; "
+                         "codecs in the 'pitstop.codecs' entry-point group load by "
+                         "themselves")  # fmt: skip
+        cmd.add_argument("--allow-module", metavar="MODULE", action="append",
+                         help="rebuild dataclasses, enums and models of MODULE "
+                         "(imports it)")  # fmt: skip
+        cmd.add_argument(
+            "--key",
+            metavar="ID=FILE",
+            action="append",
+            help="an AES key (raw or hex in FILE) to open encrypted payloads",
         )
     return parser
 
@@ -277,6 +328,12 @@ def _dispatch(args: argparse.Namespace, handler: Handler) -> Any:
 def _hint(exc: BaseException) -> str | None:
     if isinstance(exc, SerializationError) and exc.tag == "pickle":
         return "pass --allow-pickle to decode pickle payloads (only for stores you trust)"
+    if isinstance(exc, EncryptionKeyError):
+        return f"pass --key {exc.key_id}=FILE with the key that encrypted it"
+    if isinstance(exc, SerializationError) and "is not allowed" in exc.message:
+        return "pass --allow-module MODULE to rebuild its classes (this imports MODULE)"
+    if isinstance(exc, SerializationError) and "no codec named" in exc.message:
+        return "pass --codec MODULE:NAME, or install the package that publishes it"
     if isinstance(exc, CorruptCheckpoint):
         run = exc.run_id
         hint = f"other checkpoints may still load (`pitstop show {run} --seq N`)"

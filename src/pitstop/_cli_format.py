@@ -9,11 +9,17 @@ instead of stopping the command.
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import json
 import math
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from enum import Enum
+from pathlib import PurePath
 from typing import Any
+from uuid import UUID
 
 from ._types import Checkpoint, CheckpointInfo, NodeState, NodeStatus, RunInfo, RunStatus
 
@@ -69,6 +75,87 @@ def jsonable(value: Any) -> tuple[Any, bool]:
     except (TypeError, ValueError, RecursionError):
         pass
     return repr(value), True
+
+
+def exportable(value: Any) -> tuple[Any, str | None]:
+    """A value as JSON for ``export``: ``(value, None)`` when JSON holds it unchanged;
+    ``(converted, "converted")`` for typed values JSON has no type for (datetimes as
+    ISO text, tuples and sets as lists, arrays as nested lists, frames as
+    ``{"columns", "index", "data"}``, ...); else ``(repr(value), "repr")``."""
+    same, is_repr = jsonable(value)
+    if not is_repr:
+        return same, None
+    try:
+        converted = _convert(value, 0)
+        json.dumps(converted, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        return repr(value), "repr"
+    return converted, "converted"
+
+
+def _convert(value: Any, depth: int) -> Any:
+    if depth > 200:
+        raise ValueError("nested too deep")
+    d = depth + 1
+    if value is None or isinstance(value, (bool, int, str)):
+        return value if type(value) in (bool, int, str) or value is None else _scalar(value)
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else repr(float(value))
+    if isinstance(value, (datetime, date, time)):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, (Decimal, UUID, PurePath)):
+        return str(value)
+    if isinstance(value, (bytes, bytearray)):
+        return {"base64": base64.b64encode(bytes(value)).decode()}
+    if isinstance(value, complex):
+        return [value.real, value.imag]
+    if isinstance(value, Enum):
+        return _convert(value.value, d)
+    if isinstance(value, dict):
+        if all(type(k) is str for k in value):
+            return {k: _convert(v, d) for k, v in value.items()}
+        return {"pairs": [[_convert(k, d), _convert(v, d)] for k, v in value.items()]}
+    if isinstance(value, tuple) and hasattr(value, "_asdict"):
+        return {k: _convert(v, d) for k, v in value._asdict().items()}
+    if isinstance(value, (list, tuple)):
+        return [_convert(v, d) for v in value]
+    if isinstance(value, (set, frozenset)):
+        items = [_convert(v, d) for v in value]
+        return sorted(items, key=repr)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _convert(getattr(value, f.name), d) for f in dataclasses.fields(value)}
+    kind = type(value)
+    module = kind.__module__.split(".")[0]
+    if module == "pydantic" or hasattr(value, "model_fields"):
+        return {k: _convert(getattr(value, k), d) for k in type(value).model_fields}
+    if module == "numpy":
+        return _convert(value.tolist(), d)
+    if module == "pandas":
+        name = kind.__name__
+        if name == "DataFrame":
+            split = value.to_dict(orient="split")
+            return {"columns": _convert(split["columns"], d), "index": _convert(split["index"], d),
+                    "data": _convert(split["data"], d)}  # fmt: skip
+        if name == "Series":
+            return {"name": _convert(value.name, d), "index": _convert(list(value.index), d),
+                    "data": _convert(value.tolist(), d)}  # fmt: skip
+        if hasattr(value, "tolist"):
+            return _convert(value.tolist(), d)
+        if value is value.__class__.__dict__.get("NA") or repr(value) in ("<NA>", "NaT"):
+            return None
+    raise TypeError(f"no JSON form for {kind.__qualname__}")
+
+
+def _scalar(value: Any) -> Any:
+    """A subclass of bool, int or str (an IntEnum member, a numpy str): its plain value."""
+    if isinstance(value, Enum):
+        return _convert(value.value, 1)
+    for base in (bool, int, str):
+        if isinstance(value, base):
+            return base(value)
+    raise TypeError(type(value).__qualname__)
 
 
 def dumps(data: Any) -> str:
@@ -144,8 +231,13 @@ def list_data(i: CheckpointInfo) -> Data:
     return {**info_data(i), "metadata": dict(i.metadata)}
 
 
-def node_data(n: NodeState) -> Data:
-    output, is_repr = jsonable(n.output)
+def node_data(n: NodeState, *, convert: bool = False) -> Data:
+    if convert:
+        output, how = exportable(n.output)
+        is_repr = how == "repr"
+    else:
+        output, is_repr = jsonable(n.output)
+        how = "repr" if is_repr else None
     out: Data = {
         "status": str(n.status),
         "output": output,
@@ -157,6 +249,8 @@ def node_data(n: NodeState) -> Data:
     }
     if is_repr:
         out["output_repr"] = True
+    if how == "converted":
+        out["output_converted"] = True
     return out
 
 
@@ -189,14 +283,15 @@ def show_data(cp: Checkpoint, *, outputs: bool) -> Data:
 
 
 def export_data(cp: Checkpoint) -> Data:
-    state, state_repr = jsonable(cp.state)
+    state, how = exportable(cp.state)
     return {
         "format": "pitstop.export",
         "version": 1,
         "info": info_data(cp.info),
-        "nodes": {k: node_data(cp.nodes[k]) for k in sorted(cp.nodes)},
+        "nodes": {k: node_data(cp.nodes[k], convert=True) for k in sorted(cp.nodes)},
         "state": state,
-        "state_repr": state_repr,
+        "state_repr": how == "repr",
+        "state_converted": how == "converted",
         "metadata": dict(cp.metadata),
     }
 
@@ -242,7 +337,7 @@ def diff_data(a: Checkpoint, b: Checkpoint, *, outputs: bool) -> Data:
     }
 
 
-def stats_data(runs: Sequence[RunInfo], node_rows: int) -> Data:
+def stats_data(runs: Sequence[RunInfo], node_rows: int, blobs: tuple[int, int]) -> Data:
     times = [t for t in (valid_time(r.latest_at) for r in runs) if t is not None]
     largest = max(runs, key=lambda r: r.size, default=None)
     return {
@@ -251,6 +346,8 @@ def stats_data(runs: Sequence[RunInfo], node_rows: int) -> Data:
         "checkpoints": sum(r.checkpoints for r in runs),
         "bytes": sum(r.size for r in runs),
         "node_rows_written": node_rows,
+        "blobs": blobs[0],
+        "blob_bytes": blobs[1],
         "latest_at": iso(max(times, default=None)),
         "largest_run": None if largest is None else largest.run_id,
     }

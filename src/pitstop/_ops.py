@@ -159,6 +159,9 @@ class ManagerBase:
         serializer: for outputs and state; ``TypedSerializer()`` by default (exact
             round trips of typed values, numpy and pandas included; no pickle). Stores
             written with JSON (or pickle, if you pass ``PickleSerializer()``) stay readable.
+        readers: more serializers to read with (e.g. ``PickleSerializer()`` to load
+            old pickled checkpoints while writing typed ones); JSON and typed are
+            always read.
         envelope: compression, deduplication and encryption of stored payloads
             (default: zstd from 4 KiB, dedup from 16 KiB, no encryption).
         policy: automatic saves and retention (default: none).
@@ -193,6 +196,7 @@ class ManagerBase:
         store: Store | str | os.PathLike[str] | None = None,
         enabled: bool = False,
         serializer: Serializer | None = None,
+        readers: Iterable[Serializer] = (),
         envelope: Envelope | None = None,
         policy: CheckpointPolicy | None = None,
         metadata: Mapping[str, Any] | None = None,
@@ -213,6 +217,10 @@ class ManagerBase:
         self._serializers: dict[str, Serializer] = {"json": JsonSerializer()}
         if serializer.tag != "typed":
             self._serializers["typed"] = TypedSerializer()
+        for reader in readers:
+            if not isinstance(reader, Serializer):
+                raise TypeError(f"readers must hold Serializers, got {type(reader).__name__}")
+            self._serializers[reader.tag] = reader
         self._serializers[serializer.tag] = serializer
         self._store: Store | None = None
         self._target: str | os.PathLike[str] | None = None

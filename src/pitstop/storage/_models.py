@@ -128,7 +128,9 @@ class BlobRefRow(_Base, table=True):
 
     run_id: str = Field(primary_key=True)
     seq: int = Field(primary_key=True)
-    digest: str = Field(primary_key=True, foreign_key="pitstop_blobs.digest", index=True)
+    digest: str = Field(
+        primary_key=True, foreign_key="pitstop_blobs.digest", ondelete="CASCADE", index=True
+    )
 
 
 class SchemaRow(_Base, table=True):

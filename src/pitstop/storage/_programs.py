@@ -234,12 +234,11 @@ def _collect(run_id: str) -> Txn[None]:
     yield Stmt("gc_checkpoints", (run_id, floor), "exec")
     yield Stmt("gc_nodes", (run_id, floor), "exec")
     yield Stmt("gc_snapshots", (run_id, floor), "exec")
-    gone = yield Stmt("gc_refs", (run_id, floor))
-    if gone:
-        # Blobs no reference is left to. A concurrent save may just be referring to
-        # one again (PostgreSQL): the foreign key then fails this delete, which only
-        # leaves the blob for a later collection.
-        yield Stmt("gc_blobs", (json.dumps(sorted({d for (d,) in gone})),), "try")
+    # A concurrent save may just be referring to such a blob again (PostgreSQL):
+    # the foreign key then fails the delete, which rolls back to its savepoint and
+    # keeps the references below the floor, so a later collection tries again.
+    if (yield Stmt("gc_blobs", (run_id, floor, run_id, floor), "try")):
+        yield Stmt("gc_refs", (run_id, floor), "exec")
 
 
 def prune(run_id: str, keep: int) -> Txn[tuple[int, ...]]:
@@ -325,6 +324,12 @@ def list_runs() -> Txn[list[RunInfo]]:
     out = [_run(r[0], r[1:8], *r[8:]) for r in rows]
     # Sorted here: the database's collation may not order like Python's str.
     return sorted(out, key=lambda info: info.run_id)
+
+
+def blob_stats() -> Txn[tuple[int, int]]:
+    """How many deduplicated blobs the store holds, and their stored bytes."""
+    ((n, size),) = yield Stmt("blob_stats")
+    return int(n), int(size or 0)
 
 
 def list_checkpoints(run_id: str) -> Txn[list[CheckpointRecord]]:

@@ -106,9 +106,13 @@ _TEMPLATES = {
     "ref_insert": f"INSERT INTO {REFS} (run_id, seq, digest) VALUES (?, ?, ?)",
     "chain_blobs": f"SELECT r.seq, b.digest, b.recipe, b.data FROM {REFS} r JOIN {BLOBS} b "
     "ON b.digest = r.digest WHERE r.run_id = ? AND r.seq >= ? AND r.seq <= ?",
-    "gc_refs": f"DELETE FROM {REFS} WHERE run_id = ? AND seq < ? RETURNING digest",
-    "gc_blobs": f"DELETE FROM {BLOBS} WHERE digest IN ({{json_list}}) AND NOT EXISTS "
-    f"(SELECT 1 FROM {REFS} r WHERE r.digest = {BLOBS}.digest)",
+    "blob_stats": f"SELECT COUNT(*), SUM(size) FROM {BLOBS}",
+    # Blobs only references below the floor (of this run) read: they go, and with
+    # them (ON DELETE CASCADE, where enforced) those references; then the rest.
+    "gc_blobs": f"DELETE FROM {BLOBS} WHERE digest IN (SELECT digest FROM {REFS} "
+    "WHERE run_id = ? AND seq < ?) AND NOT EXISTS (SELECT 1 FROM "
+    f"{REFS} r WHERE r.digest = {BLOBS}.digest AND (r.run_id <> ? OR r.seq >= ?))",
+    "gc_refs": f"DELETE FROM {REFS} WHERE run_id = ? AND seq < ?",
 }
 
 
