@@ -42,6 +42,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 sys.path.insert(0, str(EXAMPLES))
 
 import dag_runner  # noqa: E402
+import frame_pipeline  # noqa: E402
 import pipeline_demo  # noqa: E402
 import sync_runner  # noqa: E402
 from _story import digest_in  # noqa: E402
@@ -518,3 +519,32 @@ def test_doc_examples_run_and_quote_the_runner(doc: str, tmp_path: Path) -> None
     for fragment in re.findall(r"```py\n(.*?)```", text, re.S):  # quotes of dag_runner.py
         for line in fragment.splitlines():
             assert line.split("  #")[0].strip() in code, line
+
+
+# --- frame_pipeline.py (pandas outputs, the default typed codec) -------------------------
+
+
+def test_frame_story_passes(tmp_path: Path) -> None:
+    story = example("frame_pipeline.py", "--story", cwd=tmp_path)
+    assert story.returncode == 0, story.stdout + story.stderr
+    lines = story.stdout.splitlines()
+    assert lines[-1] == "PASS" and "FAILED" not in story.stdout
+    assert "  [ok] pitstop show lists 2 completed, 3 pending" in lines
+    assert "  [ok] pitstop export wrote the DataFrame (20,000 rows)" in lines
+
+
+def test_frame_pipeline_outputs_restore_exactly_without_pickle(tmp_path: Path) -> None:
+    import pandas as pd
+
+    db = tmp_path / "frames.db"
+    crashed = example("frame_pipeline.py", "--db", str(db), "--crash-at", "enriched", cwd=tmp_path)
+    assert crashed.returncode == frame_pipeline.CRASH_EXIT, crashed.stdout + crashed.stderr
+    with SyncCheckpointManager(frame_pipeline.RUN_ID, store=db, enabled=True) as mgr:
+        cp = mgr.load_checkpoint()
+    assert {i.serializer for i in [cp.info]} == {"typed"}
+    pd.testing.assert_frame_equal(cp.completed["raw_orders"], frame_pipeline.raw_orders())
+    pd.testing.assert_frame_equal(cp.completed["customers"], frame_pipeline.customers())
+    dtypes = cp.completed["raw_orders"].dtypes.astype(str).to_dict()
+    assert dtypes == {"order_id": "int64", "customer": "int32", "placed_at": dtypes["placed_at"],
+                      "amount": "float64", "channel": "category", "coupon": "Int64"}  # fmt: skip
+    assert dtypes["placed_at"].startswith("datetime64[") and "UTC" in dtypes["placed_at"]
