@@ -33,6 +33,7 @@ from pitstop import (
 )
 from pitstop._cli import main
 from pitstop._cli_format import iso, when
+from pitstop.codecs import AesGcmKeys, Envelope, TypedSerializer
 from pitstop.storage._queries import CHECKPOINTS, NODES, RUNS
 
 Result = tuple[int, str, str]
@@ -833,3 +834,123 @@ def test_postgres(capsys: pytest.CaptureFixture[str], pg_db: str) -> None:
     assert cli_json(capsys, pg_db, "stats")["checkpoints"] == 3
     code, _, err = cli(capsys, pg_db, "show", "nope")
     assert (code, err) == (1, "pitstop: error: no checkpoint for run 'nope'\n")
+
+
+# -- codecs, classes, keys ---------------------------------------------------------
+
+CODEC_MODULE = """
+import dataclasses
+from pitstop.codecs import TypeCodec
+
+class Money:
+    def __init__(self, cents, currency):
+        self.cents, self.currency = cents, currency
+
+    def __eq__(self, other):
+        return (self.cents, self.currency) == (other.cents, other.currency)
+
+@dataclasses.dataclass(frozen=True)
+class Order:
+    id: int
+    total: Money
+
+money = TypeCodec(Money, "shop.Money", lambda m: (m.cents, m.currency), lambda v: Money(*v))
+"""
+
+
+@pytest.fixture
+def shop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A store whose run 'shop' holds a dataclass and a custom-codec type, written by a
+    module (``shopmod``) that the CLI process then has not imported."""
+    (tmp_path / "shopmod.py").write_text(CODEC_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import shopmod  # type: ignore[import-not-found]
+
+    path = tmp_path / "shop.db"
+    ser = TypedSerializer(codecs=[shopmod.money])
+    with SyncCheckpointManager("shop", store=path, enabled=True, serializer=ser) as m:
+        m.on_node_start(node_id="order")
+        m.on_node_finish(node_id="order", output=shopmod.Order(7, shopmod.Money(1250, "EUR")))
+        m.on_node_start(node_id="fee")
+        m.on_node_finish(node_id="fee", output=shopmod.Money(99, "EUR"))
+        m.save_checkpoint()
+    del sys.modules["shopmod"]
+    return path
+
+
+def test_statuses_of_custom_types_need_no_codec(
+    capsys: pytest.CaptureFixture[str], shop: Path
+) -> None:
+    shown = cli_json(capsys, shop, "show", "shop")
+    assert shown["completed"] == ["fee", "order"]
+
+
+def test_custom_codec_and_classes_by_flag(
+    capsys: pytest.CaptureFixture[str], shop: Path, tmp_path: Path
+) -> None:
+    code, _, err = cli(capsys, shop, "export", "shop")
+    assert code == 2 and "no codec named 'shop.Money'" in error_line(err)
+    assert "--codec MODULE:NAME" in err
+    assert "shopmod" not in sys.modules  # refusing imported nothing
+    code, _, err = cli(capsys, shop, "show", "shop", "--codec", "nosuchmod:x")
+    assert code == 2 and "--codec nosuchmod:x" in error_line(err)
+    # Naming the codec imports its module, whose classes are then rebuilt too.
+    doc = cli_json(capsys, shop, "export", "shop", "--codec", "shopmod:money")
+    order = doc["nodes"]["order"]
+    assert order["output_converted"] is True and order["output"]["id"] == 7
+
+    # A dataclass of a module the CLI has not imported: refused, then --allow-module.
+    (tmp_path / "plainmod.py").write_text(
+        "import dataclasses\n\n@dataclasses.dataclass\nclass Point:\n    x: int\n    y: int\n"
+    )
+    import plainmod  # type: ignore[import-not-found]
+
+    with SyncCheckpointManager("plain", store=shop, enabled=True) as m:
+        m.on_node_start(node_id="p")
+        m.on_node_finish(node_id="p", output=plainmod.Point(1, 2))
+        m.save_checkpoint()
+    del sys.modules["plainmod"]
+    code, _, err = cli(capsys, shop, "export", "plain")
+    assert code == 2 and "class plainmod.Point is not allowed" in error_line(err)
+    assert "--allow-module" in err and "plainmod" not in sys.modules
+    doc = cli_json(capsys, shop, "export", "plain", "--allow-module", "plainmod")
+    assert doc["nodes"]["p"]["output"] == {"x": 1, "y": 2}
+
+
+def test_codecs_from_entry_points(
+    capsys: pytest.CaptureFixture[str], shop: Path, tmp_path: Path
+) -> None:
+    info = tmp_path / "shopmod-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: shopmod\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[pitstop.codecs]\nmoney = shopmod:money\n")
+    doc = cli_json(capsys, shop, "show", "shop", "--outputs", "--allow-module", "shopmod")
+    assert set(doc["outputs"]) == {"fee", "order"} and doc["outputs_repr"] == ["fee", "order"]
+
+
+def test_encrypted_store_needs_the_key(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path, key = tmp_path / "enc.db", os.urandom(32)
+    envelope = Envelope(encryption=AesGcmKeys({"prod-1": key}))
+    with SyncCheckpointManager("sec", store=path, enabled=True, envelope=envelope) as m:
+        m.on_node_start(node_id="a")
+        m.on_node_finish(node_id="a", output={"token": "t0ps3cret"})
+        m.save_checkpoint()
+    assert cli_json(capsys, path, "show", "sec")["completed"] == ["a"]  # statuses: no key
+    code, _, err = cli(capsys, path, "export", "sec")
+    assert code == 2 and "prod-1" in error_line(err) and "--key prod-1=FILE" in err
+    (tmp_path / "k.hex").write_text(key.hex() + "\n")
+    doc = cli_json(capsys, path, "export", "sec", "--key", f"prod-1={tmp_path / 'k.hex'}")
+    assert doc["nodes"]["a"]["output"] == {"token": "t0ps3cret"}
+    (tmp_path / "k.raw").write_bytes(os.urandom(32))
+    code, _, err = cli(capsys, path, "export", "sec", "--key", f"prod-1={tmp_path / 'k.raw'}")
+    assert code == 2 and "does not open" in error_line(err)
+
+
+def test_stats_count_blobs(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "b.db"
+    with SyncCheckpointManager("b", store=path, enabled=True) as m:
+        m.on_node_start(node_id="a")
+        m.on_node_finish(node_id="a", output=bytes(range(256)) * 400)  # 100 KB, deduplicated
+        m.save_checkpoint()
+    stats = cli_json(capsys, path, "stats")
+    assert stats["blobs"] == 1 and 0 < stats["blob_bytes"] <= 102_400

@@ -145,6 +145,9 @@ def _convert(value: Any, depth: int) -> Any:
             return _convert(value.tolist(), d)
         if value is value.__class__.__dict__.get("NA") or repr(value) in ("<NA>", "NaT"):
             return None
+    fields = getattr(value, "__dict__", None)
+    if isinstance(fields, dict) and fields:  # a plain object (a custom codec's type, say)
+        return {str(k): _convert(v, d) for k, v in fields.items() if not str(k).startswith("_")}
     raise TypeError(f"no JSON form for {kind.__qualname__}")
 
 
