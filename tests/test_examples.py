@@ -548,3 +548,17 @@ def test_frame_pipeline_outputs_restore_exactly_without_pickle(tmp_path: Path) -
     assert dtypes == {"order_id": "int64", "customer": "int32", "placed_at": dtypes["placed_at"],
                       "amount": "float64", "channel": "category", "coupon": "Int64"}  # fmt: skip
     assert dtypes["placed_at"].startswith("datetime64[") and "UTC" in dtypes["placed_at"]
+
+
+def test_serialization_doc_runs_and_prints_what_it_shows(tmp_path: Path) -> None:
+    """docs/serialization.md: its programs run in order, as one script (so their
+    classes live in ``__main__``), and print exactly its text blocks."""
+    text = (EXAMPLES.parent / "docs" / "serialization.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    driver = "import sys\nfor b in sys.argv[1:]: exec(b, sys.modules['__main__'].__dict__)"
+    proc = subprocess.run(
+        [sys.executable, "-W", "error", "-c", driver, *blocks],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "".join(re.findall(r"```text\n(.*?)```", text, re.S))

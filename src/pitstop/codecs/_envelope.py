@@ -8,8 +8,8 @@ so what one writer chose (or a later configuration) never stops another from
 reading.
 
 - **Compression** (zstd, level 1, by default): from ``compress_min`` bytes on,
-  kept only when it saves at least 10% (for large payloads a 64 KiB sample
-  decides first, so incompressible data such as random floats costs little).
+  kept only when it saves at least 10% (for large payloads four 64 KiB samples
+  decide first, so incompressible data such as random floats costs little).
 - **Deduplication**: payloads from ``dedup_min`` bytes on are stored once per
   digest (sha256 of the encoded bytes; with encryption an HMAC under the key,
   so equal plaintexts are not revealed across keys), across checkpoints and
@@ -243,9 +243,12 @@ def plain(tag: str) -> bool:
 
 def _compress(kind: str, data: bytes) -> bytes | None:
     """Compressed bytes, or None when compression would not save 10%."""
-    if len(data) > 4 * _SAMPLE:
-        mid = len(data) // 2
-        sample = data[mid : mid + _SAMPLE]
+    if len(data) > 8 * _SAMPLE:
+        # Four slices spread over the payload (a frame's columns differ: one slice
+        # could land on random floats while the rest compresses well).
+        step = len(data) // 4
+        view = memoryview(data)
+        sample = b"".join(view[i * step + step // 2 :][:_SAMPLE] for i in range(4))
         if len(_raw_compress(kind, sample)) > 0.9 * len(sample):
             return None
     out = _raw_compress(kind, data)
