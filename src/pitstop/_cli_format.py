@@ -272,6 +272,10 @@ def show_data(cp: Checkpoint, *, outputs: bool) -> Data:
         "errors": {n.node_id: n.error for n in nodes if n.error is not None},
         "metadata": dict(cp.metadata),
     }
+    stale = {n.node_id: n.error[7:] for n in nodes if n.status is NodeStatus.PENDING
+             and n.error is not None and n.error.startswith("stale: ")}  # fmt: skip
+    if stale:  # a resume found their fingerprints (or one upstream) changed
+        data["stale"] = stale
     if outputs:
         data["outputs"] = {}
         data["outputs_repr"] = []
@@ -398,6 +402,9 @@ def show_text(data: Data) -> str:
     lines.append("errors:" + ("" if data["errors"] else " -"))
     lines += [f"  {k}: {v}" for k, v in data["errors"].items()]
     lines.append(f"metadata: {json.dumps(data['metadata'], sort_keys=True)}")
+    if "stale" in data:
+        lines.append("stale (will run again):")
+        lines += [f"  {k}: {v}" for k, v in data["stale"].items()]
     if "outputs" in data:
         lines.append("outputs:" + ("" if data["outputs"] else " -"))
         for k, v in data["outputs"].items():

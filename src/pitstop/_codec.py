@@ -26,7 +26,7 @@ from ._serde import Serializer
 from ._types import Checkpoint, NodeFields, NodeMap, NodeStatus, Undecoded
 from .codecs._envelope import Envelope, parse
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """Version of the checkpoint layout (checksums, snapshots, lineage); in every row."""
 
 _MOD = 1 << 256
@@ -45,8 +45,11 @@ def _canon(parts: tuple[object, ...]) -> bytes:
 def node_checksum(run_id: str, seq: int, r: NodeRow) -> str:
     """sha256 over a node row's canonical bytes, its run id and seq."""
     deps = "\x00".join(r.deps)
-    parts = (run_id, seq, r.node_id, r.status, r.attempt, r.error, _f(r.started_at),
-             _f(r.finished_at), deps, r.serializer, r.output)  # fmt: skip
+    parts: tuple[object, ...] = (run_id, seq, r.node_id, r.status, r.attempt, r.error,
+                                 _f(r.started_at), _f(r.finished_at), deps, r.serializer,
+                                 r.output)  # fmt: skip
+    if r.fingerprint is not None:  # rows without one hash as format 2 wrote them
+        parts = (*parts, r.fingerprint)
     return hashlib.sha256(_canon(parts)).hexdigest()
 
 
@@ -194,7 +197,7 @@ def decode_checkpoint(
         if status is None:
             raise CorruptCheckpoint(run_id, seq, f"unknown node status {row.status!r}")
         fields[node_id] = (status, row.attempt, row.error, row.started_at, row.finished_at,
-                           row.deps)  # fmt: skip
+                           row.deps, row.fingerprint)  # fmt: skip
         if row.output is not None:
             groups.setdefault(row.serializer, []).append(row)
     decoded: dict[str, Any] = {}

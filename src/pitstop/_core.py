@@ -136,6 +136,8 @@ class RunCore:
         self.serializer = serializer
         self.tag = serializer.tag
         self.envelope = envelope
+        self.fingerprints: dict[str, str] = {}
+        """Each node's current fingerprint, as the runner declared it (none: unknown)."""
         self.blobs: dict[bytes, tuple[str, bytes]] = {}
         """Digest -> (recipe, stored bytes) of the blobs the rows refer to."""
         self.policy = policy
@@ -223,7 +225,52 @@ class RunCore:
                                         old.deps, self.tag, None)  # fmt: skip
             self.dirty.add(node_id)
 
-    def node_finished(self, node_id: str, output: Any) -> str | None:
+    def set_fingerprints(self, fingerprints: Mapping[str, str] | None) -> None:
+        if fingerprints is None:
+            return
+        for node_id, fp in fingerprints.items():
+            check_id("node_id", node_id)
+            if not isinstance(fp, str):
+                raise TypeError(
+                    f"fingerprint of {node_id!r} must be a str, got {type(fp).__name__}"
+                )
+        with self.lock:
+            self.fingerprints.update(fingerprints)
+
+    def mark_stale(self, fingerprints: Mapping[str, str]) -> dict[str, str]:
+        """Completed nodes whose fingerprint is not the one given, and every node
+        downstream of them, become pending again (their outputs dropped). Returns
+        why, by node id. Nodes ``fingerprints`` does not name are not judged."""
+        with self.lock:
+            rows = self.rows
+            why: dict[str, str] = {}
+            for node_id, fp in fingerprints.items():
+                row = rows.get(node_id)
+                if row is None or row.status != _COMPLETED or row.fingerprint == fp:
+                    continue
+                was = "none" if row.fingerprint is None else repr(row.fingerprint[:16])
+                why[node_id] = f"fingerprint changed (was {was}, now {fp[:16]!r})"
+            children: dict[str, list[str]] = {}
+            for node_id, row in rows.items():
+                for dep in row.deps:
+                    children.setdefault(dep, []).append(node_id)
+            todo = sorted(why)
+            while todo:
+                parent = todo.pop()
+                for child in children.get(parent, ()):
+                    if child not in why and rows[child].status == _COMPLETED:
+                        why[child] = f"upstream node {parent!r} is stale"
+                        todo.append(child)
+            for node_id, reason in why.items():
+                old = rows[node_id]
+                rows[node_id] = NodeRow(node_id, _PENDING, old.attempt, f"stale: {reason}", None,
+                                        None, old.deps, self.tag, None)  # fmt: skip
+                self.dirty.add(node_id)
+            return why
+
+    def node_finished(
+        self, node_id: str, output: Any, fingerprint: str | None = None
+    ) -> str | None:
         """Capture the output now (encoded, so later mutation cannot change it).
 
         Returns the trigger of a save the policy makes due, if any.
@@ -233,7 +280,7 @@ class RunCore:
         """
         if node_id not in self.rows:
             check_id("node_id", node_id)
-        return self.node_encoded(node_id, self.encode_output(node_id, output))
+        return self.node_encoded(node_id, self.encode_output(node_id, output), fingerprint)
 
     def encode_output(self, node_id: str, output: Any) -> Sealed:
         """A node's output as stored (thread-safe: the async twin may call it off the loop).
@@ -246,20 +293,24 @@ class RunCore:
         except SerializationError as exc:
             raise exc.about(f"output of node {node_id!r} ", node_id) from exc
 
-    def node_encoded(self, node_id: str, sealed: Sealed) -> str | None:
+    def node_encoded(
+        self, node_id: str, sealed: Sealed, fingerprint: str | None = None
+    ) -> str | None:
         """``node_finished`` with the output already encoded."""
         tag, out = sealed.tag, sealed.data
         now = time.time()
         with self.lock:
+            fp = fingerprint if fingerprint is not None else self.fingerprints.get(node_id)
             if sealed.blob is not None:
                 self.blobs[out] = sealed.blob[1:]
             rows = self.rows  # a restore may have swapped the dict meanwhile
             old = rows.get(node_id)
             if old is None:
-                rows[node_id] = NodeRow(node_id, _COMPLETED, 0, None, None, now, (), tag, out)
+                rows[node_id] = NodeRow(node_id, _COMPLETED, 0, None, None, now, (), tag, out,
+                                        fingerprint=fp)  # fmt: skip
             else:
                 rows[node_id] = NodeRow(node_id, _COMPLETED, old.attempt, None, old.started_at,
-                                        now, old.deps, tag, out)  # fmt: skip
+                                        now, old.deps, tag, out, fingerprint=fp)  # fmt: skip
             self.dirty.add(node_id)
             if old is not None and old.status == _COMPLETED:
                 return None
@@ -311,7 +362,8 @@ class RunCore:
                     blobs[out] = sealed.blob[1:]
             error = None if ns.error is None else error_text(ns.error)
             rows.append(NodeRow(ns.node_id, ns.status.value, ns.attempt, error, ns.started_at,
-                                ns.finished_at, ns.deps, tag, out))  # fmt: skip
+                                ns.finished_at, ns.deps, tag, out,
+                                fingerprint=ns.fingerprint))  # fmt: skip
         with self.lock:
             self.blobs.update(blobs)
             for row in rows:

@@ -17,13 +17,21 @@ from typing import Any, Protocol, runtime_checkable
 class RunnerHooks(Protocol):
     """What an async runner may await (``CheckpointManager`` implements it)."""
 
-    async def on_run_start(self, *, graph: Mapping[str, Collection[str]] | None = None) -> None:
-        """Before the first node runs; graph maps node -> dependencies. Raises GraphMismatch."""
+    async def on_run_start(
+        self,
+        *,
+        graph: Mapping[str, Collection[str]] | None = None,
+        fingerprints: Mapping[str, str] | None = None,
+    ) -> None:
+        """Before the first node runs; graph maps node -> dependencies, fingerprints node ->
+        what its output is computed from (stored with it). Raises GraphMismatch."""
 
     async def on_node_start(self, *, node_id: str) -> None:
         """Before a node runs; a failed 'before_nodes' save raises unless on_error='log'."""
 
-    async def on_node_finish(self, *, node_id: str, output: Any = None) -> None:
+    async def on_node_finish(
+        self, *, node_id: str, output: Any = None, fingerprint: str | None = None
+    ) -> None:
         """After a node succeeded (output captured now); a failed save raises unless 'log'."""
 
     async def on_node_error(self, *, node_id: str, error: BaseException | str) -> None:
@@ -44,9 +52,16 @@ class SyncRunnerHooks(Protocol):
     each is called and what a failed save does.
     """
 
-    def on_run_start(self, *, graph: Mapping[str, Collection[str]] | None = None) -> None: ...
+    def on_run_start(
+        self,
+        *,
+        graph: Mapping[str, Collection[str]] | None = None,
+        fingerprints: Mapping[str, str] | None = None,
+    ) -> None: ...
     def on_node_start(self, *, node_id: str) -> None: ...
-    def on_node_finish(self, *, node_id: str, output: Any = None) -> None: ...
+    def on_node_finish(
+        self, *, node_id: str, output: Any = None, fingerprint: str | None = None
+    ) -> None: ...
     def on_node_error(self, *, node_id: str, error: BaseException | str) -> None: ...
     def on_run_pause(self, *, reason: str | None = None) -> None: ...
     def on_run_end(self, *, success: bool, error: BaseException | None = None) -> None: ...

@@ -49,7 +49,7 @@ from ._errors import (
 from ._events import ERROR, LOAD, PRUNE, RESUME, SAVE, CheckpointEvent, Observer, emit
 from ._policy import CheckpointPolicy
 from ._serde import JsonSerializer, Serializer
-from ._types import Checkpoint, CheckpointInfo, NodeState, RunInfo, check_id
+from ._types import Checkpoint, CheckpointInfo, NodeMap, NodeState, NodeStatus, RunInfo, check_id
 from .codecs._envelope import Envelope
 from .codecs._typed import TypedSerializer
 from .storage import _programs as P
@@ -386,8 +386,16 @@ class ManagerBase:
 
     # -- reads ---------------------------------------------------------------
 
-    def _restore_checkpoint(self, seq: int | None = None) -> Program[Checkpoint]:
+    def _restore_checkpoint(
+        self, seq: int | None = None, *, fingerprints: Mapping[str, str] | None = None
+    ) -> Program[Checkpoint]:
         """Load and verify a checkpoint (latest by default) and adopt it as the run's state.
+
+        ``fingerprints`` (node id -> what its output is computed from now: a code
+        hash, a task token, the run's inputs) makes resume safe across changes: a
+        completed node whose stored fingerprint differs, and every node downstream of
+        it, comes back pending (``Checkpoint.stale`` says why), so the runner runs
+        it again. They also become the fingerprints of the nodes finished later.
 
         Raises:
             CheckpointingDisabled: the manager is disabled (it touches nothing).
@@ -396,7 +404,9 @@ class ManagerBase:
             SchemaVersionError: written by a newer pitstop.
             SerializationError: a payload cannot be decoded (e.g. pickle not opted in).
         """
-        return self._load(_seq(seq), adopt=True, outputs=True)
+        if fingerprints is not None:
+            self._core.set_fingerprints(fingerprints)
+        return self._load(_seq(seq), adopt=True, outputs=True, fingerprints=fingerprints)
 
     def _load_checkpoint(
         self, seq: int | None = None, *, outputs: bool = True
@@ -408,7 +418,14 @@ class ManagerBase:
         """
         return self._load(_seq(seq), adopt=False, outputs=outputs)
 
-    def _load(self, seq: int | None, *, adopt: bool, outputs: bool) -> Program[Checkpoint]:
+    def _load(
+        self,
+        seq: int | None,
+        *,
+        adopt: bool,
+        outputs: bool,
+        fingerprints: Mapping[str, str] | None = None,
+    ) -> Program[Checkpoint]:
         if not self.enabled:
             raise CheckpointingDisabled(self.run_id)
         started = time.perf_counter()
@@ -419,6 +436,8 @@ class ManagerBase:
                                    envelope=self._envelope, blobs=loaded.blobs)  # fmt: skip
             if adopt:
                 self._core.adopt(loaded.record, view, loaded.run, loaded.chain, loaded.blobs)
+                if fingerprints:
+                    cp = _without_stale(cp, self._core.mark_stale(fingerprints))
                 self._core.state = cp.state
         self._emit(LOAD, seq=cp.seq, trigger=cp.info.trigger, info=cp.info,
                    duration_s=time.perf_counter() - started)  # fmt: skip
@@ -478,12 +497,20 @@ class ManagerBase:
     # -- hooks ---------------------------------------------------------------
 
     def _on_run_start(
-        self, *, graph: Mapping[str, Collection[str]] | None = None
+        self,
+        *,
+        graph: Mapping[str, Collection[str]] | None = None,
+        fingerprints: Mapping[str, str] | None = None,
     ) -> Program[None] | None:
-        """Before the first node runs; graph maps node -> dependencies. Raises GraphMismatch."""
+        """Before the first node runs; graph maps node -> dependencies. Raises GraphMismatch.
+
+        ``fingerprints`` are stored with the nodes that finish in this run (see
+        ``restore_checkpoint``).
+        """
         if not self.enabled:
             return None
         core = self._core
+        core.set_fingerprints(fingerprints)
         core.run_started(graph)
         if core.announce_resume:
             core.announce_resume = False
@@ -503,14 +530,22 @@ class ManagerBase:
         yield from self._auto("before_node", node_id)
         self._core.node_started(node_id)
 
-    def _on_node_finish(self, *, node_id: str, output: Any = None) -> Program[None] | None:
-        """After a node succeeded: its output is encoded now; may save (see on_error)."""
+    def _on_node_finish(
+        self, *, node_id: str, output: Any = None, fingerprint: str | None = None
+    ) -> Program[None] | None:
+        """After a node succeeded: its output is encoded now; may save (see on_error).
+
+        ``fingerprint`` (what the output was computed from) overrides the one given
+        to ``on_run_start`` for this node.
+        """
         if not self.enabled:
             return None
+        if fingerprint is not None and not isinstance(fingerprint, str):
+            raise TypeError(f"fingerprint must be a str, got {type(fingerprint).__name__}")
         if self._offload and is_large(output):
-            return self._finish_off_loop(node_id, output)
+            return self._finish_off_loop(node_id, output, fingerprint)
         try:
-            trigger = self._core.node_finished(node_id, output)
+            trigger = self._core.node_finished(node_id, output, fingerprint)
         except SerializationError as exc:
             self._emit(ERROR, trigger="output", error=exc)
             if self.policy.on_error == "raise":
@@ -518,7 +553,7 @@ class ManagerBase:
             return None  # the node stays unfinished: resume runs it again
         return None if trigger is None else self._auto(trigger, node_id)
 
-    def _finish_off_loop(self, node_id: str, output: Any) -> Program[None]:
+    def _finish_off_loop(self, node_id: str, output: Any, fingerprint: str | None) -> Program[None]:
         if node_id not in self._core.rows:
             check_id("node_id", node_id)
         try:
@@ -528,7 +563,7 @@ class ManagerBase:
             if self.policy.on_error == "raise":
                 raise
             return  # the node stays unfinished: resume runs it again
-        trigger = self._core.node_encoded(node_id, sealed)
+        trigger = self._core.node_encoded(node_id, sealed, fingerprint)
         if trigger is not None:
             yield from self._auto(trigger, node_id)
 
@@ -628,3 +663,17 @@ def is_large(value: Any) -> bool:
         return sum(len(v) if hasattr(v, "__len__") else 1 for v in items) >= LARGE_ITEMS
     size = getattr(value, "size", None)  # numpy arrays; pandas frames and series (cells)
     return isinstance(size, int) and size >= LARGE_ITEMS
+
+
+def _without_stale(cp: Checkpoint, stale: Mapping[str, str]) -> Checkpoint:
+    """``cp`` with its stale nodes pending (no output), as the manager now has them."""
+    if not stale:
+        return cp
+    nodes = cp.nodes
+    assert isinstance(nodes, NodeMap)
+    fields = dict(nodes.fields)
+    outputs = {k: v for k, v in nodes.outputs.items() if k not in stale}
+    for node_id, why in stale.items():
+        _, attempt, _, _, _, deps, _ = fields[node_id]
+        fields[node_id] = (NodeStatus.PENDING, attempt, f"stale: {why}", None, None, deps, None)
+    return Checkpoint(info=cp.info, nodes=NodeMap(fields, outputs), state=cp.state, stale=stale)

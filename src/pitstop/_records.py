@@ -37,6 +37,8 @@ class NodeRow(NamedTuple):
     """sha256 (hex) over the row's canonical bytes, its run id and seq included."""
     seq: int = 0
     """Seq of the checkpoint that wrote this row."""
+    fingerprint: str | None = None
+    """What a completed node's output was computed from (code, inputs), if known."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,9 +75,14 @@ class NodeState:
     started_at: float | None = None
     finished_at: float | None = None
     deps: tuple[str, ...] = ()
+    fingerprint: str | None = None
+    """What the output was computed from (code version, inputs), as the runner or its
+    adapter said; a resume re-runs a completed node whose fingerprint changed."""
 
     def __post_init__(self) -> None:
         check_id("node_id", self.node_id)
+        if self.fingerprint is not None and not isinstance(self.fingerprint, str):
+            raise TypeError(f"fingerprint must be a str or None, got {type(self.fingerprint)}")
         object.__setattr__(self, "status", NodeStatus(self.status))
         if isinstance(self.attempt, bool) or not isinstance(self.attempt, int):
             raise TypeError(f"attempt must be an int, got {type(self.attempt).__name__}")
@@ -102,6 +107,7 @@ def _trusted_node_state(
     started_at: float | None,
     finished_at: float | None,
     deps: tuple[str, ...],
+    fingerprint: str | None = None,
 ) -> NodeState:
     """A NodeState from verified storage, without re-validating every field.
 
@@ -118,6 +124,7 @@ def _trusted_node_state(
     put(ns, "started_at", started_at)
     put(ns, "finished_at", finished_at)
     put(ns, "deps", deps)
+    put(ns, "fingerprint", fingerprint)
     return ns
 
 
@@ -181,7 +188,9 @@ class RunInfo:
         return self.latest_seq is not None and self.status is not RunStatus.SUCCEEDED
 
 
-NodeFields = tuple[NodeStatus, int, "str | None", "float | None", "float | None", tuple[str, ...]]
+NodeFields = tuple[
+    NodeStatus, int, "str | None", "float | None", "float | None", tuple[str, ...], "str | None"
+]
 """(status, attempt, error, started_at, finished_at, deps) of one node."""
 
 
@@ -202,17 +211,18 @@ class NodeMap(Mapping[str, NodeState]):
     @classmethod
     def of(cls, nodes: Mapping[str, NodeState]) -> NodeMap:
         """A NodeMap holding NodeStates built elsewhere."""
-        out = cls({k: (n.status, n.attempt, n.error, n.started_at, n.finished_at, n.deps)
-                   for k, n in nodes.items()}, {k: n.output for k, n in nodes.items()})  # fmt: skip
+        out = cls({k: (n.status, n.attempt, n.error, n.started_at, n.finished_at, n.deps,
+                       n.fingerprint) for k, n in nodes.items()},
+                  {k: n.output for k, n in nodes.items()})  # fmt: skip
         out._cache.update(nodes)
         return out
 
     def __getitem__(self, node_id: str) -> NodeState:
         found = self._cache.get(node_id)
         if found is None:
-            status, attempt, error, started, finished, deps = self.fields[node_id]
+            status, attempt, error, started, finished, deps, fp = self.fields[node_id]
             found = _trusted_node_state(node_id, status, self.outputs.get(node_id), attempt,
-                                        error, started, finished, deps)  # fmt: skip
+                                        error, started, finished, deps, fp)  # fmt: skip
             self._cache[node_id] = found
         return found
 
@@ -240,6 +250,9 @@ class Checkpoint:
     info: CheckpointInfo
     nodes: Mapping[str, NodeState]
     state: Any = None
+    stale: Mapping[str, str] = field(default_factory=dict)
+    """Nodes the checkpoint held as completed that a resume must run again, with why
+    (their fingerprint changed, or that of a node upstream); they are pending here."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.nodes, NodeMap):

@@ -100,6 +100,8 @@ class NodeStateRow(_Base, table=True):
     serializer: str
     output: bytes | None = Field(default=None, sa_column=Column("output", LargeBinary))
     checksum: str
+    fingerprint: str | None = None
+    """What a completed node's output was computed from (schema 3)."""
 
 
 class BlobRow(_Base, table=True):

@@ -81,10 +81,10 @@ def _record(r: Sequence[Any], state: bytes | None) -> CheckpointRecord:
 
 
 def _node(r: Sequence[Any]) -> NodeRow:
-    node_id, seq, status, attempt, error, started, finished, deps, ser, output, checksum = r
+    node_id, seq, status, attempt, error, started, finished, deps, ser, output, checksum, fp = r
     return NodeRow(node_id, status, attempt, error, started, finished,
                    deps_from_text(node_id, deps), ser, None if output is None else bytes(output),
-                   checksum, seq)  # fmt: skip
+                   checksum, seq, fp)  # fmt: skip
 
 
 def _run(run_id: str, r: Sequence[Any], n: int | None, latest: int | None,
@@ -178,7 +178,7 @@ def save_at_once(plan: SavePlan) -> Txn[Saved]:
     root = parent if plan.snapshot or plan.root_seq is None else plan.root_seq
     need = 0 if parent == 0 else len({parent, root})
     record, rows = plan.finalize(plan.expected_hwm + 1)
-    columns = list(zip(*[_node_params(run_id, r)[1:] for r in rows], strict=True)) or [()] * 11
+    columns = list(zip(*[_node_params(run_id, r)[1:] for r in rows], strict=True)) or [()] * 12
     arrays = [list(c) for i, c in enumerate(columns) if i != 1]  # seq is one value for all
     params = (parent, root, run_id, plan.expected_hwm, need,
               run.status.value, run.attempt, run.started_at, run.ended_at, run.error,
@@ -202,7 +202,7 @@ def _header(r: CheckpointRecord) -> tuple[Any, ...]:
 
 def _node_params(run_id: str, r: NodeRow) -> tuple[Any, ...]:
     return (run_id, r.node_id, r.seq, r.status, r.attempt, r.error, r.started_at, r.finished_at,
-            deps_text(r.deps), r.serializer, r.output, r.checksum)  # fmt: skip
+            deps_text(r.deps), r.serializer, r.output, r.checksum, r.fingerprint)  # fmt: skip
 
 
 def _retain(run_id: str, keep: int, *, collect: bool = True) -> Txn[tuple[int, ...]]:

@@ -25,7 +25,7 @@ HEADER_COLS = ("run_id", "seq", "parent_seq", "root_seq", "created_at", "trigger
 """Every checkpoint column but the state blob (and ``retired``): listing
 reads no payload."""
 NODE_COLS = ("node_id", "seq", "status", "attempt", "error", "started_at", "finished_at", "deps",
-             "serializer", "output", "checksum")  # fmt: skip
+             "serializer", "output", "checksum", "fingerprint")  # fmt: skip
 
 _H = ", ".join(HEADER_COLS)
 _N = ", ".join(NODE_COLS)
@@ -80,7 +80,7 @@ _TEMPLATES = {
     ),
     "cp_insert": f"INSERT INTO {CHECKPOINTS} ({_H}, state, retired) VALUES ({_marks(19)})",
     "snapshot_insert": f"INSERT INTO {SNAPSHOTS} (run_id, seq, nodes) VALUES (?, ?, ?)",
-    "node_insert": f"INSERT INTO {NODES} (run_id, {_N}) VALUES ({_marks(12)})",
+    "node_insert": f"INSERT INTO {NODES} (run_id, {_N}) VALUES ({_marks(13)})",
     "load_latest": _LOAD.format(which="ORDER BY seq DESC LIMIT 1"),
     "load_at": _LOAD.format(which="AND seq = ?"),
     "nodes_range": f"SELECT {_N} FROM {NODES} WHERE run_id = ? AND seq > ? AND seq <= ?",
@@ -122,7 +122,7 @@ _TEMPLATES = {
 # see the new high-water seq (READ COMMITTED re-checks the locked row).
 _NODE_ARRAYS = ("node_id text", "status text", "attempt int", "error text", "started_at float8",
                 "finished_at float8", "deps text", "serializer text", "output bytea",
-                "checksum text")  # fmt: skip
+                "checksum text", "fingerprint text")  # fmt: skip
 SAVE_AT_ONCE = (
     "WITH lock AS (SELECT GREATEST(r.last_seq, COALESCE((SELECT MAX(seq) FROM {cp} m "
     "WHERE m.run_id = r.run_id), 0)) AS last_seq, (SELECT COUNT(*) FROM {cp} c "
@@ -137,7 +137,8 @@ SAVE_AT_ONCE = (
     "snap AS (INSERT INTO {snaps} (run_id, seq, nodes) SELECT ?, ?, ?::bytea "
     "WHERE ?::bytea IS NOT NULL AND EXISTS (SELECT 1 FROM ok)), "
     "nodes AS (INSERT INTO {nodes} (run_id, {n}) SELECT ?, u.node_id, ?, u.status, u.attempt, "
-    "u.error, u.started_at, u.finished_at, u.deps, u.serializer, u.output, u.checksum "
+    "u.error, u.started_at, u.finished_at, u.deps, u.serializer, u.output, u.checksum, "
+    "u.fingerprint "
     "FROM unnest({arrays}) AS u({names}) WHERE EXISTS (SELECT 1 FROM ok)) "
     "SELECT (SELECT last_seq FROM lock), (SELECT n FROM lock), (SELECT COUNT(*) FROM cp)"
 ).format(

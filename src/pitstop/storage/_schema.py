@@ -108,11 +108,26 @@ def _v1_to_v2(cur: Cursor, dialect: Dialect) -> None:
 
 
 def _v2_to_v3(cur: Cursor, dialect: Dialect) -> None:
-    """Schema 3 adds the content-addressed blob table and its references."""
+    """Schema 3 adds the content-addressed blob table and its references, and node
+    fingerprints."""
     from . import _models
 
+    if not _has_column(cur, dialect, "pitstop_node_states", "fingerprint"):  # v1 made it new
+        cur.execute("ALTER TABLE pitstop_node_states ADD COLUMN fingerprint VARCHAR")
     for stmt in _models.ddl(dialect, "pitstop_blobs", "pitstop_blob_refs"):
         cur.execute(stmt)
+
+
+def _has_column(cur: Cursor, dialect: Dialect, table: str, column: str) -> bool:
+    if dialect == "sqlite":
+        cur.execute(f"PRAGMA table_info({table})")
+        return any(row[1] == column for row in cur.fetchall())
+    cur.execute(
+        "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
+        "AND table_name = %s AND column_name = %s",
+        (table, column),
+    )
+    return cur.fetchone() is not None
 
 
 MIGRATIONS: list[tuple[int, Migration]] = [(2, _v1_to_v2), (3, _v2_to_v3)]
