@@ -52,7 +52,8 @@ def _ndarray(enc: Encoder, arr: Any, depth: int) -> Ext:
     else:
         order, src = 0, np.ascontiguousarray(arr)
     raw = src.reshape(-1).view(np.uint8) if src.size and src.dtype.itemsize else b""
-    return Ext(NDARRAY, _pack((descr, list(arr.shape), order, enc.buffer(raw))))
+    record = [1] if arr.dtype.type is np.record else []  # the descr does not say it
+    return Ext(NDARRAY, _pack((descr, list(arr.shape), order, enc.buffer(raw), *record)))
 
 
 def encode_numpy(enc: Encoder, value: Any, depth: int) -> Any:
@@ -62,22 +63,24 @@ def encode_numpy(enc: Encoder, value: Any, depth: int) -> Any:
         return _ndarray(enc, value, depth)
     if isinstance(value, np.generic):
         descr = enc.walk(_descr(np, value.dtype), depth + 1)
-        return Ext(NPSCALAR, _pack((descr, value.tobytes())))
+        record = [1] if type(value) is np.record else []
+        return Ext(NPSCALAR, _pack((descr, value.tobytes(), *record)))
     raise _Refused(f"{type(value).__module__}.{type(value).__qualname__} is not supported")
 
 
-def _dtype(np: Any, descr: Any) -> Any:
+def _dtype(np: Any, descr: Any, record: list[Any]) -> Any:
     try:
-        return np.lib.format.descr_to_dtype(descr)
+        dtype = np.lib.format.descr_to_dtype(descr)
     except (TypeError, ValueError) as exc:
         raise SerializationError(f"damaged numpy dtype {descr!r}: {exc}", tag="typed") from exc
+    return np.dtype((np.record, dtype)) if record else dtype
 
 
 def _nd_back(parts: list[Any]) -> Any:
     import numpy as np
 
-    descr, shape, order, raw = parts
-    dtype = _dtype(np, descr)
+    descr, shape, order, raw, *record = parts
+    dtype = _dtype(np, descr, record)
     count = 1
     for n in shape:
         count *= n
@@ -96,8 +99,11 @@ def decode(dec: Decoder, code: int, data: memoryview) -> Any:
     if code == NPSCALAR:
         import numpy as np
 
-        descr, raw = dec.decode(data)
-        return np.frombuffer(raw, dtype=_dtype(np, descr), count=1)[0]
+        descr, raw, *record = dec.decode(data)
+        dtype = _dtype(np, descr, record)
+        if not dtype.itemsize:  # np.bytes_(b""), np.str_(""), np.void(b""): no item to read
+            return dtype.type(b"" if dtype.kind in "SV" else "")
+        return np.frombuffer(raw, dtype=dtype, count=1)[0]
     return _pandas_back(dec.decode(data))
 
 
@@ -121,7 +127,7 @@ def _values(enc: Encoder, obj: Any, depth: int, where: str) -> tuple[Any, ...]:
                 _index(enc, dtype.categories, depth + 1), bool(dtype.ordered))  # fmt: skip
     if isinstance(dtype, pd.DatetimeTZDtype):
         utc = np.asarray(arr.asi8).view(f"M8[{dtype.unit}]")
-        return ("dttz", str(dtype.tz), _ndarray(enc, utc, depth))
+        return ("dttz", _tz_name(dtype.tz, where), _ndarray(enc, utc, depth))
     if isinstance(dtype, pd.StringDtype):
         values = arr.to_numpy(dtype=object, na_value=None).tolist()
         nan = dtype.na_value is not pd.NA
@@ -134,6 +140,31 @@ def _values(enc: Encoder, obj: Any, depth: int, where: str) -> tuple[Any, ...]:
         f"pandas dtype {dtype} ({where}) is not supported; convert it with .astype(...) "
         "or register a codec"
     )
+
+
+def _tz_name(tz: Any, where: str) -> str:
+    """``str(tz)``, which the reader turns back into a zone, if that gives ``tz`` back."""
+    name = str(tz)
+    if not _tz_name_exact(tz, name):
+        raise _Refused(
+            f"time zone {tz!r} ({where}) would not read back as the same zone; use a "
+            "zoneinfo.ZoneInfo zone or an unnamed datetime.timezone offset"
+        )
+    return name
+
+
+def _tz_name_exact(tz: Any, name: str) -> bool:
+    import datetime as dt
+
+    import pandas as pd
+
+    try:
+        back = pd.Timestamp(0, tz=name).tzinfo  # as the reader's tz_convert(name) reads it
+    except Exception:
+        return False
+    same = type(back) is type(tz) and back == tz
+    # timezone(+1h, "CET") == timezone(+1h): the name tells them apart
+    return same and (not isinstance(tz, dt.timezone) or tz.tzname(None) == back.tzname(None))
 
 
 _MASKED = {f"{k}{n}Dtype" for k in ("Int", "UInt") for n in (8, 16, 32, 64)} | {
@@ -180,7 +211,7 @@ def encode_pandas(enc: Encoder, value: Any, depth: int) -> Any:
     elif value is pd.NA:
         payload = ("na",)
     elif type(value) is pd.Timestamp:
-        tz = None if value.tz is None else str(value.tz)
+        tz = None if value.tz is None else _tz_name(value.tz, "Timestamp")
         utc = value if value.tz is None else value.tz_convert("UTC").tz_localize(None)
         payload = ("ts", encode_numpy(enc, utc.asm8, depth), tz)
     elif type(value) is pd.Timedelta:

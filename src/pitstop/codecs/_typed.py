@@ -145,12 +145,16 @@ def _kind_of(cls: type) -> int | None:
 
 
 def _iso_exact(tz: dt.tzinfo | None) -> bool:
-    """Whether ISO 8601 text gives ``tz`` back (no tz, or an unnamed fixed offset)."""
+    """Whether ISO 8601 text gives ``tz`` back (no tz, or an unnamed whole-second offset).
+
+    (Python 3.11's ``fromisoformat`` reads an offset such as ``+00:00:00.000001`` as UTC.)
+    """
     if tz is None:
         return True
     if type(tz) is not dt.timezone:
         return False
-    return tz.tzname(None) == dt.timezone(tz.utcoffset(None)).tzname(None)
+    offset = tz.utcoffset(None)
+    return not offset.microseconds and tz.tzname(None) == dt.timezone(offset).tzname(None)
 
 
 def _datetime(value: dt.datetime) -> Ext:
@@ -251,7 +255,7 @@ class Encoder:
         if kind is set or kind is frozenset:
             try:
                 items = sorted(value)  # the same set gives the same bytes when it can
-            except TypeError:
+            except Exception:  # unorderable: TypeError, Decimal NaN's InvalidOperation, ...
                 items = list(value)
             return Ext(SET if kind is set else FROZENSET, _pack(self._items(items, depth)))
         if kind is dt.datetime:
@@ -259,9 +263,12 @@ class Encoder:
         if kind is dt.date:
             return Ext(DATE, value.isoformat().encode())
         if kind is dt.time:
-            if value.tzinfo is not None and type(value.tzinfo) is not dt.timezone:
+            tz = value.tzinfo
+            if tz is not None and type(tz) is not dt.timezone:
                 raise _Refused("time with a tzinfo other than datetime.timezone is not supported")
-            return Ext(TIME, _pack((value.isoformat(), value.fold)))
+            if _iso_exact(tz):
+                return Ext(TIME, _pack((value.isoformat(), value.fold)))
+            return Ext(TIME, _pack((value.isoformat(), value.fold, *_tz(tz))))  # tz's name
         if kind is dt.timedelta:
             return Ext(TIMEDELTA, _pack((value.days, value.seconds, value.microseconds)))
         if kind is decimal.Decimal:
@@ -327,11 +334,20 @@ class Encoder:
             return Ext(NAMEDTUPLE, _pack((*ref, self._items(value, depth))))
         if code == DATACLASS:
             fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-            return Ext(DATACLASS, _pack((*ref, self.walk(fields, depth))))
+            return Ext(DATACLASS, _pack((*ref, self._fields(value, fields, depth))))
         fields = {name: getattr(value, name) for name in type(value).model_fields}
         extra = value.__pydantic_extra__ or {}
         fields_set = sorted(value.model_fields_set)
-        return Ext(MODEL, _pack((*ref, self.walk({**fields, **extra}, depth), fields_set)))
+        fields = self._fields(value, {**fields, **extra}, depth)
+        return Ext(MODEL, _pack((*ref, fields, fields_set)))
+
+    def _fields(self, value: Any, fields: dict[str, Any], depth: int) -> Any:
+        try:
+            return self.walk(fields, depth)
+        except _Refused as r:
+            if r.ids:  # the dict of fields stands for the object (so cycles are found)
+                r.ids[-1] = id(value)
+            raise
 
 
 class Decoder:
@@ -365,8 +381,9 @@ class Decoder:
         if code == DATE:
             return dt.date.fromisoformat(bytes(data).decode())
         if code == TIME:
-            text, fold = self.decode(data)
-            return dt.time.fromisoformat(text).replace(fold=fold)
+            text, fold, *tz = self.decode(data)
+            clock = dt.time.fromisoformat(text).replace(fold=fold)
+            return clock.replace(tzinfo=_tz_back(*tz)) if tz else clock
         if code == TIMEDELTA:
             return dt.timedelta(*self.decode(data))
         if code == DECIMAL:
@@ -417,7 +434,13 @@ class Decoder:
         cls: Any = self.serializer._resolve(module, qualname, code)
         if code == ENUM:
             by_value, key = parts[2], parts[3]
-            return cls(key) if by_value else cls[key]
+            try:
+                return cls(key) if by_value else cls[key]
+            except (KeyError, ValueError) as exc:
+                what = "value" if by_value else "member"
+                raise SerializationError(
+                    f"enum {module}.{qualname} has no {what} {key!r} any more", tag="typed"
+                ) from exc
         if code == NAMEDTUPLE:
             return cls._make(parts[2])
         if code == DATACLASS:
@@ -471,6 +494,9 @@ class TypedSerializer:
         known = self._by_name.get(codec.name)
         if known is not None and known != codec:
             raise ValueError(f"a codec named {codec.name!r} is already registered")
+        same_type = self._by_type.get(codec.type)
+        if same_type is not None and same_type != codec:
+            raise ValueError(f"{codec.type.__qualname__} already has a codec ({same_type.name!r})")
         self._by_name[codec.name] = codec
         self._by_type[codec.type] = codec
         if codec.subclasses:
@@ -489,7 +515,13 @@ class TypedSerializer:
         try:
             body = _pack(enc.walk(value, 1))
         except _Refused as r:
-            raise _error(r, value) from None
+            raise _error(r, value) from r.__cause__  # a failed codec's exception, or None
+        except UnicodeEncodeError as exc:
+            raise SerializationError(
+                f"a str holds characters UTF-8 cannot encode ({exc.reason}: "
+                f"{exc.object[exc.start : exc.end]!r}); {_FIX}",
+                tag="typed",
+            ) from None
         except RecursionError:
             raise SerializationError(
                 f"at top level: nested too deep; {_FIX}", tag="typed"
@@ -518,10 +550,12 @@ class TypedSerializer:
             return self._plain.decode(view)
         except SerializationError:
             raise
-        except (msgspec.DecodeError, ValueError, TypeError, struct.error, IndexError) as exc:
-            raise SerializationError(f"invalid typed blob: {exc}", tag=self.tag) from exc
         except RecursionError as exc:
             raise SerializationError("invalid typed blob: nested too deep", tag=self.tag) from exc
+        except Exception as exc:  # damaged data fails anywhere: KeyError, OverflowError, ...
+            raise SerializationError(
+                f"invalid typed blob: {type(exc).__name__}: {exc}", tag=self.tag
+            ) from exc
 
     def loads_many(self, blobs: list[bytes]) -> list[Any]:
         """Decode many blobs in one call (a restore's outputs)."""
@@ -560,7 +594,14 @@ class TypedSerializer:
             raise SerializationError("a class reference is damaged", tag=self.tag)
         mod = None
         if module in self.allow:
-            mod = importlib.import_module(module)
+            try:
+                mod = importlib.import_module(module)
+            except ImportError as exc:
+                raise SerializationError(
+                    f"class {module}.{qualname}: its module is allowed but cannot be imported "
+                    f"({exc})",
+                    tag=self.tag,
+                ) from exc
         elif self.trust_imported:
             mod = sys.modules.get(module)
         if mod is None:
