@@ -1450,3 +1450,16 @@ def test_a_type_takes_one_codec_and_allowed_modules_must_import() -> None:
     gone = TypedSerializer(allow=["no_such_module_xyz"])
     with pytest.raises(SerializationError, match="allowed but cannot be imported"):
         gone.loads(blob)
+
+
+@pytest.mark.parametrize("na", [np.nan, pd.NA], ids=["str", "string"])
+def test_long_repetitive_string_columns_round_trip(na: Any) -> None:
+    """Columns of few distinct strings are stored as codes + uniques: still exact."""
+    dtype = pd.StringDtype("python", na_value=na)
+    values = [f"user{i % 50}" if i % 7 else None for i in range(10_000)]
+    frame = pd.DataFrame({"who": pd.array(values, dtype=dtype), "n": np.arange(10_000)})
+    blob = TypedSerializer().dumps(frame)
+    back = TypedSerializer().loads(blob)
+    pd.testing.assert_frame_equal(back, frame, check_exact=True)
+    assert back["who"].dtype == dtype and int(back["who"].isna().sum()) == 1429
+    assert len(blob) < 10_000 * 8 + 10_000 * 2 + 2_000  # codes, not 10,000 strings
