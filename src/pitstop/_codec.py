@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -189,24 +189,24 @@ def decode_checkpoint(
     """
     run_id, seq = target.run_id, target.seq
     envelope = envelope or _PLAIN
-    fields: dict[str, NodeFields] = {}
+    fields: dict[str, NodeRow] = dict(sorted(view.items()))
+    unknown = {row.status for row in fields.values()} - _STATUSES.keys()
+    if unknown:
+        raise CorruptCheckpoint(run_id, seq, f"unknown node status {min(unknown)!r}")
     groups: dict[str, list[NodeRow]] = {}
-    for node_id in sorted(view):
-        row = view[node_id]
-        status = _STATUSES.get(row.status)
-        if status is None:
-            raise CorruptCheckpoint(run_id, seq, f"unknown node status {row.status!r}")
-        fields[node_id] = (status, row.attempt, row.error, row.started_at, row.finished_at,
-                           row.deps, row.fingerprint)  # fmt: skip
+    for row in fields.values():
         if row.output is not None:
-            groups.setdefault(row.serializer, []).append(row)
+            group = groups.get(row.serializer)
+            if group is None:
+                group = groups[row.serializer] = []
+            group.append(row)
     decoded: dict[str, Any] = {}
     for tag, rows in groups.items():
         if outputs:
             values = _decode_group(tag, rows, serializers, envelope, blobs or {}, target)
         else:
             values = [Undecoded(tag, _stored_size(r, blobs)) for r in rows]
-        decoded.update(zip((r.node_id for r in rows), values, strict=True))
+        decoded.update(zip([r.node_id for r in rows], values, strict=True))
     state = None
     if target.state is not None and outputs:
         try:
@@ -216,7 +216,8 @@ def decode_checkpoint(
             raise exc.about("state: ", None) from exc
     elif target.state is not None:
         state = Undecoded(target.serializer, len(target.state))
-    return Checkpoint(info=target.info(), nodes=NodeMap(fields, decoded), state=state)
+    nodes = NodeMap(cast("dict[str, NodeFields]", fields), decoded)  # rows are laid out so
+    return Checkpoint(info=target.info(), nodes=nodes, state=state)
 
 
 _PLAIN = Envelope(compression=None)

@@ -674,6 +674,7 @@ def _without_stale(cp: Checkpoint, stale: Mapping[str, str]) -> Checkpoint:
     fields = dict(nodes.fields)
     outputs = {k: v for k, v in nodes.outputs.items() if k not in stale}
     for node_id, why in stale.items():
-        _, attempt, _, _, _, deps, _ = fields[node_id]
-        fields[node_id] = (NodeStatus.PENDING, attempt, f"stale: {why}", None, None, deps, None)
+        f = fields[node_id]
+        fields[node_id] = (node_id, NodeStatus.PENDING.value, f[2], f"stale: {why}", None, None,
+                           f[6], "", None, "", 0, None)  # fmt: skip
     return Checkpoint(info=cp.info, nodes=NodeMap(fields, outputs), state=cp.state, stale=stale)

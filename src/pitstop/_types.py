@@ -188,10 +188,13 @@ class RunInfo:
         return self.latest_seq is not None and self.status is not RunStatus.SUCCEEDED
 
 
-NodeFields = tuple[
-    NodeStatus, int, "str | None", "float | None", "float | None", tuple[str, ...], "str | None"
-]
-"""(status, attempt, error, started_at, finished_at, deps) of one node."""
+NodeFields = tuple[Any, ...]
+"""One node as stored: a ``NodeRow`` (``pitstop._records``) or a tuple laid out like
+one: [1] status value (str), [2] attempt, [3] error, [4] started_at,
+[5] finished_at, [6] deps, [11] fingerprint."""
+
+_STATUS_OF = {s.value: s for s in NodeStatus}
+_DONE, _FAILED, _RUNNING, _PENDING = "completed", "failed", "running", "pending"
 
 
 class NodeMap(Mapping[str, NodeState]):
@@ -199,6 +202,7 @@ class NodeMap(Mapping[str, NodeState]):
 
     A restore of 10,000 nodes hands back ``completed`` and ``to_run`` without
     building 10,000 ``NodeState`` objects; ``nodes[id]`` builds (and keeps) one.
+    It holds the verified rows themselves (``fields``), not copies of them.
     """
 
     __slots__ = ("_cache", "fields", "outputs")
@@ -211,8 +215,8 @@ class NodeMap(Mapping[str, NodeState]):
     @classmethod
     def of(cls, nodes: Mapping[str, NodeState]) -> NodeMap:
         """A NodeMap holding NodeStates built elsewhere."""
-        out = cls({k: (n.status, n.attempt, n.error, n.started_at, n.finished_at, n.deps,
-                       n.fingerprint) for k, n in nodes.items()},
+        out = cls({k: (k, n.status.value, n.attempt, n.error, n.started_at, n.finished_at,
+                       n.deps, "", None, "", 0, n.fingerprint) for k, n in nodes.items()},
                   {k: n.output for k, n in nodes.items()})  # fmt: skip
         out._cache.update(nodes)
         return out
@@ -220,9 +224,9 @@ class NodeMap(Mapping[str, NodeState]):
     def __getitem__(self, node_id: str) -> NodeState:
         found = self._cache.get(node_id)
         if found is None:
-            status, attempt, error, started, finished, deps, fp = self.fields[node_id]
-            found = _trusted_node_state(node_id, status, self.outputs.get(node_id), attempt,
-                                        error, started, finished, deps, fp)  # fmt: skip
+            f = self.fields[node_id]
+            found = _trusted_node_state(node_id, _STATUS_OF[f[1]], self.outputs.get(node_id),
+                                        f[2], f[3], f[4], f[5], f[6], f[11])  # fmt: skip
             self._cache[node_id] = found
         return found
 
@@ -278,37 +282,37 @@ class Checkpoint:
     def completed(self) -> Mapping[str, Any]:
         """Outputs of completed nodes, by node id: resume skips these."""
         m = self._map
-        done, outputs = NodeStatus.COMPLETED, m.outputs
-        return {k: outputs.get(k) for k, f in m.fields.items() if f[0] is done}
+        outputs = m.outputs
+        return {k: outputs.get(k) for k, f in m.fields.items() if f[1] == _DONE}
 
     @property
     def interrupted(self) -> tuple[str, ...]:
         """Nodes that were running when the checkpoint was taken: resume re-runs them."""
-        return self._with(NodeStatus.RUNNING)
+        return self._with(_RUNNING)
 
     @property
     def pending(self) -> tuple[str, ...]:
         """Nodes that had not started: resume runs them."""
-        return self._with(NodeStatus.PENDING)
+        return self._with(_PENDING)
 
     @property
     def failed(self) -> Mapping[str, str | None]:
         """Errors of failed nodes, by node id: resume runs them again."""
-        return {k: f[2] for k, f in self._map.fields.items() if f[0] is NodeStatus.FAILED}
+        return {k: f[3] for k, f in self._map.fields.items() if f[1] == _FAILED}
 
     @property
     def to_run(self) -> tuple[str, ...]:
         """Every node resume must (re-)run: interrupted, failed and pending."""
-        return tuple(k for k, f in self._map.fields.items() if f[0] is not NodeStatus.COMPLETED)
+        return tuple(k for k, f in self._map.fields.items() if f[1] != _DONE)
 
     @property
     def attempts(self) -> Mapping[str, int]:
-        return {k: f[1] for k, f in self._map.fields.items()}
+        return {k: f[2] for k, f in self._map.fields.items()}
 
     @property
     def graph(self) -> Mapping[str, tuple[str, ...]]:
         """Dependencies of each node, as the runner declared them."""
-        return {k: f[5] for k, f in self._map.fields.items()}
+        return {k: f[6] for k, f in self._map.fields.items()}
 
-    def _with(self, status: NodeStatus) -> tuple[str, ...]:
-        return tuple(k for k, f in self._map.fields.items() if f[0] is status)
+    def _with(self, status: str) -> tuple[str, ...]:
+        return tuple(k for k, f in self._map.fields.items() if f[1] == status)

@@ -559,10 +559,13 @@ class TypedSerializer:
 
     def loads_many(self, blobs: list[bytes]) -> list[Any]:
         """Decode many blobs in one call (a restore's outputs)."""
-        if any(b[:1] == b"\xc1" for b in blobs):
-            return [self.loads(b) for b in blobs]
         head = b"\xdd" + len(blobs).to_bytes(4, "big")  # a msgpack array32 of the blobs
-        values: list[Any] = self.loads(head + b"".join(blobs))
+        try:
+            values: list[Any] = self._plain.decode(head + b"".join(blobs))
+        except Exception:  # out-of-band blobs (0xC1 is never msgpack), or damage
+            return [self.loads(b) for b in blobs]  # one by one: the right error, or the values
+        if len(values) != len(blobs):  # concatenated damage that still parsed
+            return [self.loads(b) for b in blobs]
         return values
 
     _plain_decoder: Decoder | None = None
