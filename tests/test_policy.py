@@ -147,3 +147,20 @@ def test_clock_every_seconds() -> None:
     assert clock.finished("a") is None
     time.sleep(0.02)
     assert clock.finished("b") == "every_seconds"
+
+
+def test_after_each_level_without_a_graph_raises_instead_of_never_saving() -> None:
+    from pitstop import MemoryStore, SyncCheckpointManager
+
+    with (
+        MemoryStore() as store,
+        SyncCheckpointManager(
+            "r", store=store, enabled=True, policy=CheckpointPolicy(after_each_level=True)
+        ) as m,
+    ):
+        with pytest.raises(ValueError, match="needs on_run_start\\(graph=...\\)"):
+            m.on_run_start()
+        m.on_run_start(graph={"a": []})  # with the graph it works
+        m.on_node_start(node_id="a")
+        m.on_node_finish(node_id="a", output=1)
+        assert [i.trigger for i in m.list_checkpoints()] == ["level:0"]

@@ -174,7 +174,13 @@ class RunCore:
     # -- hooks: bookkeeping only ---------------------------------------------
 
     def run_started(self, graph: Mapping[str, Collection[str]] | None) -> None:
-        """A run (or a retry of it) starts. Raises GraphMismatch, ValueError on a bad graph."""
+        """A run (or a retry of it) starts. Raises GraphMismatch, ValueError on a bad graph
+        (or none, when the policy saves after each level: levels come from the graph)."""
+        if graph is None and self.policy.after_each_level:
+            raise ValueError(
+                "CheckpointPolicy(after_each_level=True) needs on_run_start(graph=...): "
+                "without the graph there are no levels, and it would never save"
+            )
         levels = {} if graph is None else dag_levels(graph)
         with self.lock:
             if self.status is RunStatus.SUCCEEDED:
