@@ -158,7 +158,7 @@ def test_after_each_level_without_a_graph_raises_instead_of_never_saving() -> No
             "r", store=store, enabled=True, policy=CheckpointPolicy(after_each_level=True)
         ) as m,
     ):
-        with pytest.raises(ValueError, match="needs on_run_start\\(graph=...\\)"):
+        with pytest.raises(ValueError, match=r"needs on_run_start\(graph=\.\.\.\)"):
             m.on_run_start()
         m.on_run_start(graph={"a": []})  # with the graph it works
         m.on_node_start(node_id="a")
