@@ -124,3 +124,20 @@ def test_pitstop_show_names_stale_nodes(tmp_path: Path, capsys: pytest.CaptureFi
 
     data = json.loads(capsys.readouterr().out)
     assert set(data["stale"]) == {"b", "c"} and data["pending"] == ["b", "c"]
+
+
+async def test_nodes_found_at_run_time_declare_their_deps(store: Store, twin: MakeTwin) -> None:
+    m = twin("r", store=store)
+    fps = {"s1": "f1", "s2": "f2", "s3": "f3"}
+    await m.on_run_start(fingerprints=fps)
+    for node, deps in (("s1", None), ("s2", ["s1"]), ("s3", ["s2"])):
+        await m.on_node_start(node_id=node, deps=deps)
+        await m.on_node_finish(node_id=node, output=node)
+    await m.save_checkpoint()
+    cp = await twin("r", store=store).restore_checkpoint(fingerprints={**fps, "s2": "f2b"})
+    assert cp.graph == {"s1": (), "s2": ("s1",), "s3": ("s2",)}
+    assert cp.stale == {
+        "s2": "fingerprint changed (was 'f2', now 'f2b')", "s3": "upstream node 's2' is stale"
+    }  # fmt: skip
+    with pytest.raises(TypeError):
+        await m.on_node_start(node_id="s4", deps="s3")

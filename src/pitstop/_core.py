@@ -216,19 +216,28 @@ class RunCore:
     # Hooks run on the runner's hot path: each builds the node's new row in one
     # call (rows are immutable named tuples, replaced whole under the lock).
 
-    def node_started(self, node_id: str) -> None:
+    def node_started(self, node_id: str, deps: Collection[str] | None = None) -> None:
         if node_id not in self.rows:
             check_id("node_id", node_id)
+        given = None
+        if deps is not None:  # a node found at run time, with what it depends on
+            if isinstance(deps, str):
+                raise TypeError("deps must be a collection of node ids, not a str")
+            given = tuple(deps)
+            for dep in given:
+                check_id("dependency", dep)
         now = time.time()
         with self.lock:
             rows = self.rows  # a restore may have swapped the dict meanwhile
             old = rows.get(node_id)
             # A re-run drops the previous output and error: they no longer hold.
             if old is None:
-                rows[node_id] = NodeRow(node_id, _RUNNING, 1, None, now, None, (), self.tag, None)
+                rows[node_id] = NodeRow(node_id, _RUNNING, 1, None, now, None, given or (),
+                                        self.tag, None)  # fmt: skip
             else:
                 rows[node_id] = NodeRow(node_id, _RUNNING, old.attempt + 1, None, now, None,
-                                        old.deps, self.tag, None)  # fmt: skip
+                                        old.deps if given is None else given, self.tag,
+                                        None)  # fmt: skip
             self.dirty.add(node_id)
 
     def set_fingerprints(self, fingerprints: Mapping[str, str] | None) -> None:

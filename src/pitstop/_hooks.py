@@ -26,7 +26,7 @@ class RunnerHooks(Protocol):
         """Before the first node runs; graph maps node -> dependencies, fingerprints node ->
         what its output is computed from (stored with it). Raises GraphMismatch."""
 
-    async def on_node_start(self, *, node_id: str) -> None:
+    async def on_node_start(self, *, node_id: str, deps: Collection[str] | None = None) -> None:
         """Before a node runs; a failed 'before_nodes' save raises unless on_error='log'."""
 
     async def on_node_finish(
@@ -58,7 +58,7 @@ class SyncRunnerHooks(Protocol):
         graph: Mapping[str, Collection[str]] | None = None,
         fingerprints: Mapping[str, str] | None = None,
     ) -> None: ...
-    def on_node_start(self, *, node_id: str) -> None: ...
+    def on_node_start(self, *, node_id: str, deps: Collection[str] | None = None) -> None: ...
     def on_node_finish(
         self, *, node_id: str, output: Any = None, fingerprint: str | None = None
     ) -> None: ...

@@ -517,18 +517,25 @@ class ManagerBase:
             self._emit(RESUME, seq=core.restored_seq, trigger=core.restored_trigger)
         return None
 
-    def _on_node_start(self, *, node_id: str) -> Program[None] | None:
-        """Before a node runs; a failed 'before_nodes' save raises unless on_error='log'."""
+    def _on_node_start(
+        self, *, node_id: str, deps: Collection[str] | None = None
+    ) -> Program[None] | None:
+        """Before a node runs; a failed 'before_nodes' save raises unless on_error='log'.
+
+        ``deps``: the nodes it depends on, for a node the graph given to
+        ``on_run_start`` did not have (found at run time); they tell a resume what is
+        downstream of a stale node.
+        """
         if not self.enabled:
             return None
         if node_id in self.policy.before_nodes:
-            return self._save_then_start(node_id)
-        self._core.node_started(node_id)
+            return self._save_then_start(node_id, deps)
+        self._core.node_started(node_id, deps)
         return None
 
-    def _save_then_start(self, node_id: str) -> Program[None]:
+    def _save_then_start(self, node_id: str, deps: Collection[str] | None) -> Program[None]:
         yield from self._auto("before_node", node_id)
-        self._core.node_started(node_id)
+        self._core.node_started(node_id, deps)
 
     def _on_node_finish(
         self, *, node_id: str, output: Any = None, fingerprint: str | None = None
