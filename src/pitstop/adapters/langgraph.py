@@ -1,0 +1,1160 @@
+"""A LangGraph checkpointer on pitstop's stores: ``checkpointer=PitstopSaver("agent.db")``.
+
+``PitstopSaver`` is a ``langgraph.checkpoint.base.BaseCheckpointSaver`` (sync and
+async methods) that keeps LangGraph checkpoints in a pitstop store: a SQLite
+file, PostgreSQL or ``MemoryStore``. It implements every method LangGraph's
+checkpointer conformance suite tests (put, put_writes, get_tuple, list,
+delete_thread, delete_for_runs, copy_thread, prune).
+
+Mapping (docs/adapters/langgraph.md has the whole story):
+
+- one LangGraph thread and checkpoint namespace = one pitstop **run**
+  (``langgraph/<thread_id>/<checkpoint_ns>``, ``/`` and ``%`` escaped);
+- one LangGraph checkpoint = one pitstop **checkpoint** (seq, lineage,
+  checksums, snapshot or delta): its LangGraph metadata is the pitstop
+  metadata (strict JSON), its id the label, and the rest of the checkpoint
+  (id, ts, channel versions, versions seen, parent id) the state blob;
+- one channel = one pitstop **node row**, whose output is the channel value and
+  whose fingerprint is the channel version. A delta writes only the channels
+  whose version changed (or that ``new_versions`` names); every
+  ``snapshot_every`` checkpoints (and when the parent is not known to this
+  saver) a snapshot writes them all, which bounds what a restore reads;
+- a list channel that only grew (messages appended) is written as its new
+  tail: the value is encoded whole (as LangGraph's own savers do, so an item
+  changed in place is never missed), and when the parent's encoding is the same
+  array header and items followed by more items, only those bytes are stored
+  (``langgraph-append`` rows, with the number of items). A restore joins the
+  tails onto the full value of the last snapshot (or full row) on its chain,
+  which gives back the very bytes the serializer wrote;
+- the checkpoint index (thread, namespace, checkpoint id -> run, seq) and the
+  pending writes (with checksums) live in two tables of this module,
+  ``pitstop_langgraph_checkpoints`` and ``pitstop_langgraph_writes``, created
+  on first use in the same database and written in the same transactions.
+
+Values are encoded by the saver's ``serde`` (LangGraph's ``JsonPlusSerializer``
+by default, or the one you pass), then stored through pitstop's ``Envelope``
+(zstd from 4 KiB, content-addressed blobs from 16 KiB, optional encryption).
+Every restore is verified by pitstop (headers, lineage, snapshot blob, delta
+manifests, the channel versions each value was written with); a mismatch raises
+``CorruptCheckpoint``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import functools
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+import msgspec
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    PendingWrite,
+    get_checkpoint_id,
+    get_serializable_checkpoint_metadata,
+    writes_sort_key,
+)
+from langgraph.checkpoint.serde.base import SerializerProtocol
+
+from .._codec import FORMAT_VERSION, payload_hash, verify
+from .._core import RunFields, SavePlan
+from .._errors import CorruptCheckpoint, SerializationError, StoreError
+from .._ops import _gc_paused
+from .._records import NodeRow
+from .._serde import decode_metadata, encode_metadata
+from .._types import RunStatus, check_id
+from ..codecs._envelope import Envelope, parse
+from ..storage import _programs as P
+from ..storage._programs import Call, Stmt, Txn
+from ..storage._queries import CHECKPOINTS, POSTGRES, SQLITE, placeholders
+from ..storage.sql import Store, open_store
+
+__all__ = ["PitstopSaver"]
+
+R = TypeVar("R")
+
+INDEX = "pitstop_langgraph_checkpoints"
+WRITES = "pitstop_langgraph_writes"
+FULL = "langgraph"
+"""Serializer tag of a row holding a whole value (LangGraph type + NUL + bytes)."""
+APPEND = "langgraph-append"
+"""Serializer tag of a row holding the items appended to a list (count + NUL + bytes)."""
+TRIGGER = "langgraph"
+_COMPLETED, _PENDING = "completed", "pending"
+_MISSING = object()
+_NO_SEQ = 2**62  # "every seq" for retire_before
+
+# -- SQL: registered beside pitstop's own statements ----------------------------------
+#
+# A backend runs only statements it finds by key in its dialect, so this module adds
+# its keys (all prefixed "langgraph_") to both dialects once, at import. The tables
+# are created on first use (CREATE TABLE IF NOT EXISTS; under an advisory lock on
+# PostgreSQL), not by pitstop's migrations.
+
+_LIVE = f"JOIN {CHECKPOINTS} c ON c.run_id = i.run_id AND c.seq = i.seq AND c.retired = 0"
+_WCOLS = ("thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel, task_path, type, "
+          "recipe, value, checksum")  # fmt: skip
+_WKEY = "(thread_id, checkpoint_ns, checkpoint_id, task_id, idx)"
+_SCOPES = {
+    "all": "",
+    "thread": "i.thread_id = ?",
+    "ns": "i.thread_id = ? AND i.checkpoint_ns = ?",
+}
+
+
+def _ddl(pg: bool) -> tuple[str, str]:
+    text = "TEXT NOT NULL"
+    cid = 'TEXT COLLATE "C" NOT NULL' if pg else "TEXT NOT NULL"  # order = byte order
+    blob, big, rowid = ("BYTEA", "BIGINT", "") if pg else ("BLOB", "INTEGER", " WITHOUT ROWID")
+    index = (
+        f"CREATE TABLE IF NOT EXISTS {INDEX} (thread_id {text}, checkpoint_ns {text}, "
+        f"checkpoint_id {cid}, run_id {text}, seq {big} NOT NULL, lg_run_id TEXT, "
+        f"PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id)){rowid}"
+    )
+    writes = (
+        f"CREATE TABLE IF NOT EXISTS {WRITES} (thread_id {text}, checkpoint_ns {text}, "
+        f"checkpoint_id {cid}, task_id {text}, idx INTEGER NOT NULL, channel {text}, "
+        f"task_path {text}, type {text}, recipe {text}, value {blob}, checksum {text}, "
+        f"PRIMARY KEY {_WKEY}){rowid}"
+    )
+    return index, writes
+
+
+def _list_sql(scope: str, by_id: bool, before: bool) -> str:
+    where = [w for w in (_SCOPES[scope], "i.checkpoint_id = ?" if by_id else "",
+                         "i.checkpoint_id < ?" if before else "") if w]  # fmt: skip
+    cond = f" WHERE {' AND '.join(where)}" if where else ""
+    return (f"SELECT i.thread_id, i.checkpoint_ns, i.checkpoint_id, i.run_id, i.seq, c.metadata "
+            f"FROM {INDEX} i {_LIVE}{cond} ORDER BY i.checkpoint_id DESC")  # fmt: skip
+
+
+_SQL = {
+    "langgraph_seq_of": f"SELECT i.seq FROM {INDEX} i {_LIVE} WHERE i.thread_id = ? "
+    "AND i.checkpoint_ns = ? AND i.checkpoint_id = ?",
+    "langgraph_latest": f"SELECT i.checkpoint_id, i.seq FROM {INDEX} i {_LIVE} "
+    "WHERE i.thread_id = ? AND i.checkpoint_ns = ? ORDER BY i.checkpoint_id DESC LIMIT 1",
+    "langgraph_run_live": f"SELECT i.checkpoint_id, i.seq FROM {INDEX} i {_LIVE} "
+    "WHERE i.thread_id = ? AND i.checkpoint_ns = ? ORDER BY i.seq",
+    "langgraph_thread_runs": f"SELECT DISTINCT checkpoint_ns, run_id FROM {INDEX} "
+    "WHERE thread_id = ?",
+    "langgraph_retire_replaced": f"UPDATE {CHECKPOINTS} SET retired = 1 WHERE run_id = ? "
+    f"AND retired = 0 AND seq IN (SELECT seq FROM {INDEX} WHERE thread_id = ? "
+    "AND checkpoint_ns = ? AND checkpoint_id = ? AND seq <> ?)",
+    "langgraph_index_upsert": f"INSERT INTO {INDEX} (thread_id, checkpoint_ns, checkpoint_id, "
+    "run_id, seq, lg_run_id) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (thread_id, checkpoint_ns, "
+    "checkpoint_id) DO UPDATE SET run_id = excluded.run_id, seq = excluded.seq, "
+    "lg_run_id = excluded.lg_run_id",
+    "langgraph_index_drop_thread": f"DELETE FROM {INDEX} WHERE thread_id = ?",
+    "langgraph_index_drop_one": f"DELETE FROM {INDEX} WHERE thread_id = ? AND checkpoint_ns = ? "
+    "AND checkpoint_id = ?",
+    "langgraph_by_lg_run": f"SELECT thread_id, checkpoint_ns, checkpoint_id, run_id, seq "
+    f"FROM {INDEX} WHERE lg_run_id IN ({{json_list}})",
+    "langgraph_writes_get": "SELECT task_id, idx, channel, task_path, type, recipe, value, "
+    f"checksum FROM {WRITES} WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?",
+    "langgraph_writes_of_thread": f"SELECT {_WCOLS} FROM {WRITES} WHERE thread_id = ?",
+    "langgraph_writes_insert": f"INSERT INTO {WRITES} ({_WCOLS}) VALUES "
+    f"(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT {_WKEY} DO NOTHING",
+    "langgraph_writes_upsert": f"INSERT INTO {WRITES} ({_WCOLS}) VALUES "
+    f"(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT {_WKEY} DO UPDATE SET "
+    "channel = excluded.channel, task_path = excluded.task_path, type = excluded.type, "
+    "recipe = excluded.recipe, value = excluded.value, checksum = excluded.checksum",
+    "langgraph_writes_drop_thread": f"DELETE FROM {WRITES} WHERE thread_id = ?",
+    "langgraph_writes_drop_one": f"DELETE FROM {WRITES} WHERE thread_id = ? "
+    "AND checkpoint_ns = ? AND checkpoint_id = ?",
+    "langgraph_writes_drop_except": f"DELETE FROM {WRITES} WHERE thread_id = ? "
+    "AND checkpoint_ns = ? AND checkpoint_id <> ?",
+    **{
+        f"langgraph_list_{scope}_{int(by_id)}_{int(before)}": _list_sql(scope, by_id, before)
+        for scope in _SCOPES
+        for by_id in (False, True)
+        for before in (False, True)
+    },
+}
+
+
+_CHAIN = "AND (c.seq = t.seq OR (c.seq >= t.root_seq AND c.seq <= t.seq))"
+"""How pitstop's ``load_at`` joins a checkpoint's chain: the OR hides the range's lower
+bound from the index, so the database reads every older checkpoint of the run."""
+
+
+def _register() -> None:
+    for dialect in (SQLITE, POSTGRES):
+        pg = dialect.name == "postgresql"
+        json_list = ("SELECT jsonb_array_elements_text(?::jsonb)" if pg
+                     else "SELECT value FROM json_each(?)")  # fmt: skip
+        index, writes = _ddl(pg)
+        texts = dict(_SQL, langgraph_ddl_index=index, langgraph_ddl_writes=writes)
+        # Concurrent first uses would race on CREATE TABLE in PostgreSQL.
+        texts["langgraph_lock"] = "SELECT pg_advisory_xact_lock(7070747475)" if pg else "SELECT 1"
+        texts["langgraph_tables"] = (
+            "SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+            f"ON n.oid = c.relnamespace WHERE c.relname IN ('{INDEX}', '{WRITES}') "
+            "AND n.nspname = current_schema()"
+            if pg
+            else f"SELECT name FROM sqlite_master WHERE type = 'table' "
+            f"AND name IN ('{INDEX}', '{WRITES}')"
+        )
+        for key, text in texts.items():
+            dialect.sql[key] = placeholders(dialect.name, text.replace("{json_list}", json_list))
+        # pitstop's load_at with the same rows, read by an index range (see _load).
+        load_at = dialect.sql["load_at"]
+        least = "LEAST" if pg else "MIN"
+        fast = f"AND c.seq >= {least}(t.root_seq, t.seq) AND c.seq <= t.seq"
+        if _CHAIN in load_at:
+            dialect.sql["langgraph_load_at"] = load_at.replace(_CHAIN, fast)
+
+
+_register()
+_FAST_LOAD = "langgraph_load_at" in SQLITE.sql and "langgraph_load_at" in POSTGRES.sql
+
+
+# -- transaction programs ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Where:
+    thread_id: str
+    ns: str
+    run_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    where: _Where
+    checkpoint_id: str
+    seq: int
+    loaded: P.Loaded
+    writes: list[Sequence[Any]]
+
+
+def langgraph_setup() -> Txn[None]:
+    yield Stmt("langgraph_lock")
+    yield Stmt("langgraph_ddl_index", (), "exec")
+    yield Stmt("langgraph_ddl_writes", (), "exec")
+
+
+def langgraph_tables() -> Txn[int]:
+    found = yield Stmt("langgraph_tables")
+    return len(found)
+
+
+def langgraph_put(
+    plan: SavePlan, where: _Where, checkpoint_id: str, parent_id: str | None, lg_run_id: str | None
+) -> Txn[int | None]:
+    """Save the checkpoint and index it; None when the delta's base chain is gone."""
+    if plan.snapshot and plan.parent_seq is None and parent_id is not None:
+        # A snapshot needs no parent rows, but pitstop's lineage still names the parent.
+        found = yield Stmt("langgraph_seq_of", (where.thread_id, where.ns, parent_id))
+        plan.parent_seq = found[0][0] if found else None
+    saved = yield from P.save(plan)
+    if saved.seq is None:
+        return None
+    key = (where.thread_id, where.ns, checkpoint_id)
+    # Putting a checkpoint id again replaces it (as LangGraph's savers do).
+    yield Stmt("langgraph_retire_replaced", (where.run_id, *key, saved.seq), "exec")
+    yield Stmt("langgraph_index_upsert", (*key, where.run_id, saved.seq, lg_run_id), "exec")
+    return saved.seq
+
+
+def langgraph_get(where: _Where, checkpoint_id: str | None) -> Txn[_Found | None]:
+    """The checkpoint (latest when no id), everything its chain reads, its writes."""
+    if checkpoint_id is None:
+        found = yield Stmt("langgraph_latest", (where.thread_id, where.ns))
+        if not found:
+            return None
+        checkpoint_id, seq = found[0]
+    else:
+        found = yield Stmt("langgraph_seq_of", (where.thread_id, where.ns, checkpoint_id))
+        if not found:
+            return None
+        seq = found[0][0]
+    loaded = yield from _load(where.run_id, seq)
+    writes = yield Stmt("langgraph_writes_get", (where.thread_id, where.ns, checkpoint_id))
+    return _Found(where, str(checkpoint_id), int(seq), loaded, list(writes))
+
+
+def _load(run_id: str, seq: int) -> Txn[P.Loaded]:
+    """pitstop's ``load`` program (lineage walk, chain rows, blobs), with two of its
+    statements swapped for cheaper ones, so a restore costs its chain, not the thread's
+    history: the chain is read by an index range (``langgraph_load_at``), and the run is
+    read as its row alone (``load`` also counts and sums every checkpoint of the run,
+    which this adapter does not use)."""
+    program = P.load(run_id, seq)
+    result: Any = None
+    while True:
+        try:
+            stmt = program.send(result)
+        except StopIteration as stop:
+            loaded: P.Loaded = stop.value
+            return loaded
+        if stmt.key == "run_one":
+            found = yield Stmt("run_get", (run_id,))
+            result = [(run_id, *found[0], None, None, None, None)] if found else []
+            continue
+        if stmt.key == "load_at" and _FAST_LOAD:
+            stmt = Stmt("langgraph_load_at", stmt.params, stmt.mode)
+        result = yield stmt
+
+
+def langgraph_list(key: str, params: tuple[Any, ...]) -> Txn[list[Sequence[Any]]]:
+    rows = yield Stmt(key, params)
+    return list(rows)
+
+
+def langgraph_put_writes(rows: list[tuple[Any, ...]], replace: bool) -> Txn[None]:
+    if rows:
+        yield Stmt("langgraph_writes_upsert" if replace else "langgraph_writes_insert", rows,
+                   "many")  # fmt: skip
+
+
+def _drop_runs(runs: Sequence[str]) -> Txn[None]:
+    for run_id in sorted(set(runs)):
+        yield Stmt("retire_before", (run_id, _NO_SEQ), "exec")
+        yield from P._collect(run_id)
+
+
+def langgraph_delete_thread(thread_id: str) -> Txn[list[str]]:
+    found = yield Stmt("langgraph_thread_runs", (thread_id,))
+    runs = [r for _, r in found]
+    yield Stmt("langgraph_index_drop_thread", (thread_id,), "exec")
+    yield Stmt("langgraph_writes_drop_thread", (thread_id,), "exec")
+    yield from _drop_runs(runs)
+    return runs
+
+
+def _drop_checkpoints(doomed: Sequence[Sequence[Any]]) -> Txn[list[str]]:
+    """Retire (thread, ns, checkpoint id, run id, seq) rows, drop their index rows and
+    writes, then collect what no live checkpoint reads."""
+    runs: set[str] = set()
+    for thread_id, ns, checkpoint_id, run_id, seq in doomed:
+        yield Stmt("retire_one", (run_id, seq), "exec")
+        yield Stmt("langgraph_index_drop_one", (thread_id, ns, checkpoint_id), "exec")
+        yield Stmt("langgraph_writes_drop_one", (thread_id, ns, checkpoint_id), "exec")
+        runs.add(run_id)
+    for run_id in sorted(runs):
+        yield from P._collect(run_id)
+    return sorted(runs)
+
+
+def langgraph_delete_for_runs(lg_run_ids: list[str]) -> Txn[list[str]]:
+    found = yield Stmt("langgraph_by_lg_run", (json.dumps(lg_run_ids),))
+    return (yield from _drop_checkpoints(list(found)))
+
+
+def langgraph_keep_latest(thread_id: str) -> Txn[list[str]]:
+    found = yield Stmt("langgraph_thread_runs", (thread_id,))
+    doomed: list[tuple[Any, ...]] = []
+    for ns, run_id in found:
+        live = yield Stmt("langgraph_run_live", (thread_id, ns))
+        if not live:
+            continue
+        keep = max(str(cid) for cid, _ in live)
+        doomed.extend((thread_id, ns, cid, run_id, seq) for cid, seq in live if cid != keep)
+        yield Stmt("langgraph_writes_drop_except", (thread_id, ns, keep), "exec")
+    return (yield from _drop_checkpoints(doomed))
+
+
+def langgraph_thread(thread_id: str) -> Txn[tuple[list[Sequence[Any]], list[Sequence[Any]]]]:
+    """A thread's live checkpoints (ns, checkpoint id, seq, run id) by seq, and its writes."""
+    found = yield Stmt("langgraph_thread_runs", (thread_id,))
+    live: list[Sequence[Any]] = []
+    for ns, run_id in found:
+        rows = yield Stmt("langgraph_run_live", (thread_id, ns))
+        live.extend((ns, cid, seq, run_id) for cid, seq in rows)
+    writes = yield Stmt("langgraph_writes_of_thread", (thread_id,))
+    return live, list(writes)
+
+
+# -- encodings --------------------------------------------------------------------------
+
+
+_CANON = msgspec.msgpack.Encoder()
+_DECODE_ROWS = msgspec.msgpack.Decoder(list[NodeRow])
+_ESCAPE = re.compile(r"[%/]")
+
+
+def run_id_of(thread_id: str, checkpoint_ns: str) -> str:
+    """The pitstop run of a LangGraph thread and namespace (``/`` and ``%`` escaped)."""
+
+    def esc(text: str) -> str:
+        return _ESCAPE.sub(lambda m: "%25" if m.group() == "%" else "%2F", text)
+
+    return check_id("run_id", f"langgraph/{esc(thread_id)}/{esc(checkpoint_ns)}")
+
+
+def _version_text(version: Any) -> str:
+    """A channel version as stored in its row's fingerprint (JSON: int and str stay apart)."""
+    return str(version) if type(version) is int else json.dumps(version, separators=(",", ":"))
+
+
+def _array(data: bytes) -> tuple[int, int] | None:
+    """(items, header length) when ``data`` starts with a msgpack array header in its
+    shortest form (the one ``_array_header`` writes back, so joining tails onto it gives
+    the very bytes the serializer wrote)."""
+    if not data:
+        return None
+    first = data[0]
+    if 0x90 <= first <= 0x9F:
+        n, head = first & 0x0F, 1
+    elif first == 0xDC and len(data) >= 3:
+        n, head = int.from_bytes(data[1:3], "big"), 3
+    elif first == 0xDD and len(data) >= 5:
+        n, head = int.from_bytes(data[1:5], "big"), 5
+    else:
+        return None
+    return (n, head) if len(_array_header(n)) == head else None
+
+
+def _array_header(n: int) -> bytes:
+    if n < 16:
+        return bytes((0x90 | n,))
+    if n < 1 << 16:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
+
+
+def _write_checksum(parts: tuple[Any, ...]) -> str:
+    return hashlib.sha256(_CANON.encode(parts)).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class _Base:
+    """What this saver knows of a stored checkpoint, to write its children as deltas."""
+
+    checkpoint_id: str
+    seq: int
+    root_seq: int
+    since_snapshot: int
+    ids: frozenset[str]
+    """Node ids in the checkpoint's view (every channel its chain wrote)."""
+    versions: dict[str, Any]
+    lists: dict[str, tuple[int, bytes, int]]
+    """Channel -> (items, msgpack bytes, header length) of values that are msgpack arrays."""
+
+
+@dataclass(slots=True)
+class _Plan:
+    plan: SavePlan
+    ids: frozenset[str]
+    lists: dict[str, tuple[int, bytes, int]]
+    since_snapshot: int
+
+
+class PitstopSaver(BaseCheckpointSaver[int]):
+    """LangGraph checkpoints in a pitstop store (SQLite, PostgreSQL or memory).
+
+    Args:
+        store: a ``Store`` (stays yours: ``close()`` leaves it open), or a SQLite path
+            or database URL (``postgresql://...``) that the saver opens on first use
+            and closes on ``close()``.
+        serde: LangGraph serializer for values (default ``JsonPlusSerializer``).
+        envelope: how pitstop stores encoded bytes: compression (zstd from 4 KiB),
+            deduplication (from 16 KiB), encryption at rest (``AesGcmKeys``).
+        snapshot_every: write every channel at least every this many checkpoints of a
+            thread (bounds what a restore reads); in between, only changed channels.
+        cache_size: checkpoints remembered (per saver) to write their children as deltas.
+
+    Raises:
+        ValueError / TypeError: a bad target, or bad numbers.
+    """
+
+    def __init__(
+        self,
+        store: Store | str | os.PathLike[str],
+        *,
+        serde: SerializerProtocol | None = None,
+        envelope: Envelope | None = None,
+        snapshot_every: int = 50,
+        cache_size: int = 64,
+    ) -> None:
+        super().__init__(serde=serde)
+        for name, value in (("snapshot_every", snapshot_every), ("cache_size", cache_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        if envelope is not None and not isinstance(envelope, Envelope):
+            raise TypeError(f"envelope must be an Envelope, got {type(envelope).__name__}")
+        self._owns_store = not isinstance(store, Store)
+        self._store: Store = open_store(store) if not isinstance(store, Store) else store
+        self._envelope = envelope or Envelope()
+        self._snapshot_every = snapshot_every
+        self._cache_size = cache_size
+        self._cache: OrderedDict[tuple[str, str], _Base] = OrderedDict()
+        self._lock = threading.Lock()
+        self._ready = False
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._store!r})"
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def __enter__(self) -> PitstopSaver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> PitstopSaver:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the store if this saver opened it (a Store you passed stays open)."""
+        with self._lock:
+            self._cache.clear()
+            self._closed = True
+        if self._owns_store:
+            self._store.close()
+
+    def setup(self) -> None:
+        """Create this adapter's two tables if they are missing (done on first use).
+
+        Raises:
+            StoreError: the store cannot be reached, or it is read-only and has no
+                LangGraph checkpoints.
+        """
+        if self._ready:
+            return
+        store = self._store
+        # Read first: an up-to-date database is never locked for writing by a new saver.
+        if store.execute(Call(langgraph_tables, (), False)) != 2:
+            if store.readonly:
+                raise StoreError(f"{store.url} holds no LangGraph checkpoints (opened read-only)")
+            store.execute(Call(langgraph_setup, (), True))
+        self._ready = True
+
+    def _run(self, program: Callable[..., Txn[R]], *args: Any, write: bool = False) -> R:
+        if self._closed:
+            raise StoreError(f"{self!r} is closed")
+        self.setup()
+        return self._store.execute(Call(program, args, write))
+
+    async def _hop(self, fn: Callable[..., R], *args: Any) -> R:
+        """Run ``fn`` (one sync method: its encoding and its transactions) on the store's
+        thread, as pitstop's async manager does; ``MemoryStore`` runs it inline."""
+        if not self._store.hops:
+            return fn(*args)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._store.executor(), functools.partial(fn, *args))
+
+    # -- cache -------------------------------------------------------------------------
+
+    def _remember(self, run_id: str, base: _Base, drop: str | None = None) -> None:
+        with self._lock:
+            if drop is not None:
+                self._cache.pop((run_id, drop), None)
+            self._cache[(run_id, base.checkpoint_id)] = base
+            self._cache.move_to_end((run_id, base.checkpoint_id))
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+
+    def _forget(self, runs: Sequence[str]) -> None:
+        doomed = set(runs)
+        with self._lock:
+            for key in [k for k in self._cache if k[0] in doomed]:
+                del self._cache[key]
+
+    def _base(self, run_id: str, checkpoint_id: str | None) -> _Base | None:
+        if checkpoint_id is None:
+            return None
+        with self._lock:
+            return self._cache.get((run_id, checkpoint_id))
+
+    # -- encoding ----------------------------------------------------------------------
+
+    def _dumps(self, what: str, value: Any) -> tuple[str, bytes]:
+        try:
+            type_, data = self.serde.dumps_typed(value)
+        except Exception as exc:
+            raise SerializationError(f"{what}: {type(exc).__name__}: {exc}", tag=FULL) from exc
+        if "\x00" in type_:
+            raise SerializationError(f"{what}: serde type {type_!r} contains NUL", tag=FULL)
+        return type_, bytes(data)
+
+    def _loads(self, what: str, type_: str, data: bytes) -> Any:
+        try:
+            return self.serde.loads_typed((type_, data))
+        except Exception as exc:
+            raise SerializationError(f"{what}: {type(exc).__name__}: {exc}", tag=FULL) from exc
+
+    def _seal(
+        self, tag: str, payload: bytes, refs: dict[str, tuple[str, bytes]]
+    ) -> tuple[str, bytes]:
+        sealed = self._envelope.seal(tag, payload)
+        if sealed.blob is not None:
+            digest, recipe, stored = sealed.blob
+            refs[digest] = (recipe, stored)
+        return sealed.tag, sealed.data
+
+    def _plan(
+        self,
+        where: _Where,
+        checkpoint: Checkpoint,
+        new_versions: ChannelVersions,
+        base: _Base | None,
+        header: dict[str, Any],
+    ) -> _Plan:
+        """Encode what this checkpoint writes: every channel (snapshot) or the changed ones."""
+        versions = dict(checkpoint["channel_versions"])
+        values = checkpoint["channel_values"]
+        snapshot = base is None or base.since_snapshot + 1 >= self._snapshot_every
+        if snapshot or base is None:
+            changed = list(versions)
+            removed: list[str] = []
+            lists: dict[str, tuple[int, bytes, int]] = {}
+            old_lists: Mapping[str, tuple[int, bytes, int]] = {}
+        else:
+            old = base.versions
+            changed = [ch for ch, v in versions.items()
+                       if ch in new_versions or old.get(ch, _MISSING) != v]  # fmt: skip
+            removed = [ch for ch in old if ch not in versions]
+            old_lists = base.lists
+            lists = {ch: v for ch, v in old_lists.items() if ch in versions}
+        rows: list[NodeRow] = []
+        refs: dict[str, tuple[str, bytes]] = {}
+        for ch in changed:
+            check_id("channel", ch)
+            fp = _version_text(versions[ch])
+            lists.pop(ch, None)
+            if ch not in values:  # a versioned channel with no value (empty)
+                rows.append(NodeRow(ch, _PENDING, 0, None, None, None, (), FULL, None,
+                                    fingerprint=fp))  # fmt: skip
+                continue
+            type_, data = self._dumps(f"channel {ch!r}", values[ch])
+            tag, payload = FULL, type_.encode() + b"\x00" + data
+            arr = _array(data) if type_ == "msgpack" else None
+            if arr is not None:
+                lists[ch] = (arr[0], data, arr[1])
+                prev = old_lists.get(ch)
+                if prev is not None and prev[0] > 0 and arr[0] >= prev[0]:
+                    items, old_data, old_head = prev
+                    body = memoryview(old_data)[old_head:]
+                    if data.startswith(body, arr[1]):  # the old items, unchanged: append
+                        tail = data[arr[1] + len(body) :]
+                        tag, payload = APPEND, b"%d\x00" % (arr[0] - items) + tail
+            tag, out = self._seal(tag, payload, refs)
+            rows.append(NodeRow(ch, _COMPLETED, 0, None, None, None, (), tag, out,
+                                fingerprint=fp))  # fmt: skip
+        for ch in removed:  # gone from the checkpoint: a tombstone keeps deltas small
+            rows.append(NodeRow(ch, _PENDING, 0, None, None, None, (), FULL, None))
+        written = frozenset(r.node_id for r in rows)
+        ids = written if snapshot or base is None else base.ids | written
+        size = len(header["metadata"]) + len(header["state"] or b"")
+        size += sum(len(r.output or b"") for r in rows)
+        plan = SavePlan(
+            run_id=where.run_id, rows=rows, changed=set(written), snapshot=snapshot,
+            parent_seq=None if base is None else base.seq,
+            root_seq=None if base is None else base.root_seq,
+            expected_hwm=None, base_ids=set() if base is None else set(base.ids),
+            header=dict(header, size=size),
+            run=RunFields(where.run_id, RunStatus.RUNNING, 1, None, None, None, None),
+            keep_last=None, meta={}, run_changed=False,
+            refs=tuple(sorted(refs)), blobs=refs,
+        )  # fmt: skip
+        since = 0 if snapshot or base is None else base.since_snapshot + 1
+        return _Plan(plan, ids, lists, since)
+
+    # -- sync API ----------------------------------------------------------------------
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        """Store a checkpoint: a delta of the changed channels on top of its parent.
+
+        Raises:
+            SerializationError: a value cannot be encoded by ``serde``, or the metadata
+                is not plain JSON; nothing is written.
+            StoreError: the backend failed; nothing is written.
+        """
+        where = _where(config)
+        parent_id = get_checkpoint_id(config)
+        checkpoint_id = str(checkpoint["id"])
+        meta_dict = dict(get_serializable_checkpoint_metadata(config, metadata))
+        meta = encode_metadata(meta_dict)
+        rest = {k: v for k, v in checkpoint.items() if k != "channel_values"}
+        state_type, state_data = self._dumps(
+            "checkpoint", {"checkpoint": rest, "parent": parent_id}
+        )
+        sealed = self._envelope.seal(FULL, state_type.encode() + b"\x00" + state_data, dedup=False)
+        header = dict(created_at=time.time(), trigger=_trigger(meta_dict), label=checkpoint_id,
+                      node=None, schema_version=FORMAT_VERSION, serializer=sealed.tag,
+                      metadata=meta, state=sealed.data,
+                      payload_hash=payload_hash(meta, sealed.data))  # fmt: skip
+        lg_run = meta_dict.get("run_id")
+        lg_run_id = None if lg_run is None else str(lg_run)
+        base = self._base(where.run_id, parent_id)
+        planned = self._plan(where, checkpoint, new_versions, base, header)
+        args = (where, checkpoint_id, parent_id, lg_run_id)
+        seq = self._run(langgraph_put, planned.plan, *args, write=True)
+        if seq is None:  # the parent's chain was deleted meanwhile: write every channel
+            planned = self._plan(where, checkpoint, new_versions, None, header)
+            seq = self._run(langgraph_put, planned.plan, *args, write=True)
+            if seq is None:
+                raise StoreError(f"run {where.run_id!r}: a full snapshot found no base")
+        record = planned.plan.record
+        if record is None:
+            raise StoreError(f"run {where.run_id!r}: the save did not finalize its checkpoint")
+        versions = dict(checkpoint["channel_versions"])
+        self._remember(where.run_id, _Base(checkpoint_id, seq, record.root_seq,
+                                           planned.since_snapshot, planned.ids, versions,
+                                           planned.lists), drop=parent_id)  # fmt: skip
+        return _config(where, checkpoint_id)
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        """Store a task's writes against a checkpoint (durably, before the next one).
+
+        A write of a special channel (error, interrupt, ...) replaces an earlier one;
+        others are kept as first written (LangGraph's rule).
+        """
+        where = _where(config)
+        checkpoint_id = get_checkpoint_id(config)
+        if checkpoint_id is None:
+            raise ValueError("put_writes needs config['configurable']['checkpoint_id']")
+        rows = []
+        for i, (channel, value) in enumerate(writes):
+            idx = WRITES_IDX_MAP.get(channel, i)
+            type_, data = self._dumps(f"write of task {task_id!r} to {channel!r}", value)
+            sealed = self._envelope.seal("w", data, dedup=False)
+            recipe = sealed.tag[2:]
+            parts = (where.thread_id, where.ns, checkpoint_id, str(task_id), idx, channel,
+                     task_path, type_, recipe, sealed.data)  # fmt: skip
+            rows.append((*parts, _write_checksum(parts)))
+        replace = all(w[0] in WRITES_IDX_MAP for w in writes)
+        self._run(langgraph_put_writes, rows, replace, write=True)
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """The checkpoint ``config`` names (its latest when it names no id), verified."""
+        where = _where(config)
+        found = self._run(langgraph_get, where, get_checkpoint_id(config))
+        if found is None:
+            return None
+        return self._build(found, remember=True)
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        """Checkpoints newest first (by checkpoint id), each verified and loaded in turn.
+
+        ``filter`` matches metadata: every key must be present and equal (dicts match
+        when they contain the filter's items, as PostgreSQL's ``@>``).
+        """
+        for key in self._list_keys(config, filter, before, limit):
+            found = self._run(langgraph_get, key[0], key[1])
+            if found is not None:  # deleted meanwhile: skipped
+                yield self._build(found, remember=False)
+
+    def delete_thread(self, thread_id: str) -> None:
+        """Delete every checkpoint and write of a thread (every namespace)."""
+        runs = self._run(langgraph_delete_thread, str(thread_id), write=True)
+        self._forget(runs)
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Delete the checkpoints (and their writes) whose metadata ``run_id`` is given.
+
+        Checkpoints built on a deleted one stay loadable: their chain's rows are kept.
+        """
+        if isinstance(run_ids, str):
+            raise TypeError("run_ids must be a sequence of run IDs, not a str")
+        ids = [str(r) for r in run_ids]
+        if ids:
+            self._forget(self._run(langgraph_delete_for_runs, ids, write=True))
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """``"keep_latest"``: keep each namespace's latest checkpoint (and its writes);
+        ``"delete"``: delete the threads. Each thread is one transaction."""
+        if isinstance(thread_ids, str):
+            raise TypeError("thread_ids must be a sequence of thread IDs, not a str")
+        if strategy not in ("keep_latest", "delete"):
+            raise ValueError(f"Unknown prune strategy: {strategy!r}")
+        for thread_id in [str(t) for t in thread_ids]:
+            if strategy == "delete":
+                self.delete_thread(thread_id)
+            else:
+                self._forget(self._run(langgraph_keep_latest, thread_id, write=True))
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Copy every live checkpoint (same ids, lineage, metadata, values) and every
+        write of a thread to another thread.
+
+        Each checkpoint is loaded (verified) and put again, oldest first, so the copy
+        is stored as compactly as the source (deltas, appended tails).
+        """
+        source, target = str(source_thread_id), str(target_thread_id)
+        live, writes = self._run(langgraph_thread, source)
+        previous: dict[str, CheckpointTuple] = {}
+        for ns, checkpoint_id, _, _ in sorted(live, key=lambda r: (r[0], r[2])):
+            found = self._run(langgraph_get, _Where(source, ns, run_id_of(source, ns)),
+                              checkpoint_id)  # fmt: skip
+            if found is None:
+                continue
+            tup = self._build(found, remember=False)
+            parent = None if tup.parent_config is None else get_checkpoint_id(tup.parent_config)
+            config: RunnableConfig = {"configurable": {"thread_id": target, "checkpoint_ns": ns}}
+            if parent is not None:
+                config["configurable"]["checkpoint_id"] = parent
+            before = previous.get(ns)
+            same = before is not None and before.checkpoint["id"] == parent
+            self.put(
+                config,
+                tup.checkpoint,
+                tup.metadata,
+                _changed(tup.checkpoint, before.checkpoint if same and before else None),
+            )
+            previous[ns] = tup
+        rows = []
+        for row in writes:
+            parts = (*row[:9], b"" if row[9] is None else bytes(row[9]))
+            if _write_checksum(parts) != row[10]:
+                raise CorruptCheckpoint(run_id_of(source, str(row[1])), 0,
+                                        f"write {row[3]!r}/{row[4]} of checkpoint {row[2]!r} "
+                                        "checksum mismatch")  # fmt: skip
+            moved = (target, *parts[1:])
+            rows.append((*moved, _write_checksum(moved)))
+        self._run(langgraph_put_writes, rows, False, write=True)
+
+    # -- async API ---------------------------------------------------------------------
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await self._hop(self.get_tuple, config)
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        keys = await self._hop(self._list_keys, config, filter, before, limit)
+        for key in keys:
+            tup = await self._hop(self._get_listed, key)
+            if tup is not None:
+                yield tup
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return await self._hop(self.put, config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        await self._hop(self.put_writes, config, writes, task_id, task_path)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await self._hop(self.delete_thread, thread_id)
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        await self._hop(self.delete_for_runs, run_ids)
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        await self._hop(self.copy_thread, source_thread_id, target_thread_id)
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        await self._hop(functools.partial(self.prune, strategy=strategy), thread_ids)
+
+    # -- reads -------------------------------------------------------------------------
+
+    def _list_keys(
+        self,
+        config: RunnableConfig | None,
+        filter: dict[str, Any] | None,
+        before: RunnableConfig | None,
+        limit: int | None,
+    ) -> builtins.list[tuple[_Where, str]]:
+        """Which checkpoints ``list`` returns, newest first (metadata filtered here)."""
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
+            raise TypeError(f"limit must be an int or None, got {type(limit).__name__}")
+        params: list[Any] = []
+        scope, by_id = "all", False
+        if config is not None:
+            conf = config.get("configurable") or {}
+            if "thread_id" not in conf:
+                raise ValueError("config['configurable'] needs a 'thread_id'")
+            params.append(str(conf["thread_id"]))
+            scope = "thread"
+            if conf.get("checkpoint_ns") is not None:
+                params.append(str(conf["checkpoint_ns"]))
+                scope = "ns"
+            if checkpoint_id := get_checkpoint_id(config):
+                params.append(checkpoint_id)
+                by_id = True
+        cursor = None if before is None else get_checkpoint_id(before)
+        if cursor is not None:
+            params.append(cursor)
+        key = f"langgraph_list_{scope}_{int(by_id)}_{int(cursor is not None)}"
+        rows = self._run(langgraph_list, key, tuple(params))
+        out: builtins.list[tuple[_Where, str]] = []
+        for thread_id, ns, checkpoint_id, run_id, seq, meta in rows:
+            if limit is not None and len(out) >= limit:
+                break
+            if filter:
+                try:
+                    found = decode_metadata(bytes(meta))
+                except ValueError as exc:
+                    raise CorruptCheckpoint(run_id, seq, f"damaged metadata: {exc}") from exc
+                if not _contains(found, filter):
+                    continue
+            out.append((_Where(thread_id, ns, run_id), checkpoint_id))
+        return out
+
+    def _get_listed(self, key: tuple[_Where, str]) -> CheckpointTuple | None:
+        found = self._run(langgraph_get, key[0], key[1])
+        return None if found is None else self._build(found, remember=False)
+
+    def _open(
+        self, row: NodeRow, blobs: Mapping[bytes, tuple[str, bytes]], what: str
+    ) -> tuple[str, bytes]:
+        """(serializer name, plain payload) of a stored row."""
+        ser, _, ref = parse(row.serializer)
+        out = row.output or b""
+        if not ref:
+            return self._envelope.open(row.serializer, out)
+        found = blobs.get(out)
+        if found is None:
+            raise ValueError(f"{what}: its blob is missing")
+        recipe, stored = found
+        plain = self._envelope.open_blob(ser, recipe, stored)
+        if self._envelope.digest_of(recipe, plain) != out:
+            raise ValueError(f"{what}: its blob does not match its digest")
+        return ser, plain
+
+    def _build(self, found: _Found, *, remember: bool) -> CheckpointTuple:
+        """Verify a loaded checkpoint and decode it into a CheckpointTuple."""
+        loaded, where, seq = found.loaded, found.where, found.seq
+        record = loaded.record
+        view = verify(record, loaded.chain, loaded.rows, seq)
+        run_id = where.run_id
+
+        def corrupt(reason: str) -> CorruptCheckpoint:
+            return CorruptCheckpoint(run_id, seq, reason)
+
+        try:
+            meta = decode_metadata(record.metadata)
+            if record.state is None:
+                raise ValueError("the checkpoint has no state")
+            ser, plain = self._envelope.open(record.serializer, record.state)
+            type_, sep, data = plain.partition(b"\x00")
+            if ser != FULL or not sep:
+                raise ValueError(f"state written by {ser!r}, not {FULL!r}")
+        except ValueError as exc:
+            raise corrupt(str(exc)) from exc
+        state = self._loads("checkpoint", type_.decode(), data)
+        if not isinstance(state, dict) or not isinstance(state.get("checkpoint"), dict):
+            raise corrupt("the state is not a LangGraph checkpoint")
+        head: dict[str, Any] = dict(state["checkpoint"])
+        if head.get("id") != found.checkpoint_id:
+            raise corrupt(f"indexed as {found.checkpoint_id!r}, the state says {head.get('id')!r}")
+        parent_id = state.get("parent")
+        versions: dict[str, Any] = dict(head.get("channel_versions") or {})
+        with _gc_paused():  # decoding allocates many objects that all survive
+            values, lists = self._values(found, view, versions, corrupt)
+        head["channel_values"] = values
+        if remember:
+            chain = loaded.chain
+            base = _Base(found.checkpoint_id, seq, record.root_seq, len(chain) - 1,
+                         frozenset(view), versions, lists)  # fmt: skip
+            self._remember(run_id, base)
+        writes = self._pending_writes(found, corrupt)
+        parent = None if parent_id is None else _config(where, str(parent_id))
+        return CheckpointTuple(
+            _config(where, found.checkpoint_id),
+            cast(Checkpoint, head),
+            cast(CheckpointMetadata, meta),
+            parent,
+            writes,
+        )
+
+    def _values(
+        self,
+        found: _Found,
+        view: Mapping[str, NodeRow],
+        versions: Mapping[str, Any],
+        corrupt: Callable[[str], CorruptCheckpoint],
+    ) -> tuple[dict[str, Any], dict[str, tuple[int, bytes, int]]]:
+        loaded = found.loaded
+        by_node: dict[str, list[NodeRow]] = {}
+        for stored in sorted(loaded.rows, key=lambda r: r.seq):
+            by_node.setdefault(stored.node_id, []).append(stored)
+        values: dict[str, Any] = {}
+        lists: dict[str, tuple[int, bytes, int]] = {}
+        for ch, version in versions.items():
+            row = view.get(ch)
+            if row is None:
+                raise corrupt(f"channel {ch!r} has no stored value")
+            if row.fingerprint != _version_text(version):
+                raise corrupt(f"channel {ch!r} was stored at version {row.fingerprint}, "
+                              f"the checkpoint names {_version_text(version)}")  # fmt: skip
+            if row.status == _PENDING:
+                continue  # versioned but empty
+            what = f"channel {ch!r} (written at seq {row.seq})"
+            try:
+                ser, plain = self._open(row, loaded.blobs, what)
+                if ser == FULL:
+                    type_b, sep, data = plain.partition(b"\x00")
+                    if not sep:
+                        raise ValueError(f"{what}: no type")
+                    type_ = type_b.decode()
+                elif ser == APPEND:
+                    type_, data = "msgpack", self._join(found, ch, row, plain, by_node, what)
+                else:
+                    raise ValueError(f"{what}: written by {ser!r}")
+            except (ValueError, msgspec.DecodeError) as exc:
+                raise corrupt(str(exc)) from exc
+            values[ch] = self._loads(f"channel {ch!r}", type_, data)
+            if type_ == "msgpack" and (arr := _array(data)) is not None:
+                lists[ch] = (arr[0], data, arr[1])
+        return values, lists
+
+    def _join(
+        self,
+        found: _Found,
+        ch: str,
+        row: NodeRow,
+        plain: bytes,
+        by_node: Mapping[str, builtins.list[NodeRow]],
+        what: str,
+    ) -> bytes:
+        """A list stored as tails: walk back along the chain to its last full value (a
+        delta's row, else the root snapshot's) and join the items, oldest first."""
+        loaded = found.loaded
+        earlier = [r for r in by_node.get(ch, ()) if r.seq < row.seq]
+        tails: builtins.list[tuple[int, bytes]] = []
+        ser, from_snapshot = APPEND, False
+        while ser == APPEND:
+            count, sep, tail = plain.partition(b"\x00")
+            if not sep or not count.isdigit():
+                raise ValueError(f"{what}: damaged tail")
+            tails.append((int(count), tail))
+            if earlier:
+                row = earlier.pop()
+            elif not from_snapshot:
+                from_snapshot = True
+                snapshot = _DECODE_ROWS.decode(loaded.chain[0].snapshot or b"")
+                found_row = next((r for r in snapshot if r.node_id == ch), None)
+                if found_row is None:
+                    raise ValueError(f"{what}: the list it extends is missing")
+                row = found_row
+            else:
+                raise ValueError(f"{what}: the list it extends is missing")
+            ser, plain = self._open(row, loaded.blobs, what)
+        base_type, _, base = plain.partition(b"\x00")
+        arr = _array(base)
+        if ser != FULL or row.status != _COMPLETED or base_type != b"msgpack" or arr is None:
+            raise ValueError(f"{what}: it extends a value that is not a stored list")
+        head = _array_header(arr[0] + sum(c for c, _ in tails))
+        parts: builtins.list[bytes | memoryview] = [head, memoryview(base)[arr[1] :]]
+        parts.extend(t for _, t in reversed(tails))
+        return b"".join(parts)
+
+    def _pending_writes(
+        self, found: _Found, corrupt: Callable[[str], CorruptCheckpoint]
+    ) -> builtins.list[PendingWrite]:
+        where = found.where
+        out: list[tuple[tuple[str, str, int], PendingWrite]] = []
+        for task_id, idx, channel, task_path, type_, recipe, value, checksum in found.writes:
+            data = bytes(value) if value is not None else b""
+            parts = (where.thread_id, where.ns, found.checkpoint_id, task_id, idx, channel,
+                     task_path, type_, recipe, data)  # fmt: skip
+            if _write_checksum(parts) != checksum:
+                raise corrupt(f"pending write {task_id!r}/{idx} ({channel!r}) checksum mismatch")
+            plain = self._envelope.open(f"w+{recipe}" if recipe else "w", data)[1]
+            decoded = self._loads(f"write of task {task_id!r} to {channel!r}", type_, plain)
+            out.append((writes_sort_key(task_path, task_id, idx), (task_id, channel, decoded)))
+        out.sort(key=lambda item: item[0])
+        return [w for _, w in out]
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def _where(config: RunnableConfig) -> _Where:
+    conf = config.get("configurable") or {}
+    if "thread_id" not in conf:
+        raise ValueError("config['configurable'] needs a 'thread_id'")
+    thread_id = str(conf["thread_id"])
+    ns = str(conf.get("checkpoint_ns") or "")
+    return _Where(thread_id, ns, run_id_of(thread_id, ns))
+
+
+def _config(where: _Where, checkpoint_id: str) -> RunnableConfig:
+    return {"configurable": {"thread_id": where.thread_id, "checkpoint_ns": where.ns,
+                             "checkpoint_id": checkpoint_id}}  # fmt: skip
+
+
+def _trigger(meta: Mapping[str, Any]) -> str:
+    source = meta.get("source")
+    return f"{TRIGGER}.{source}" if isinstance(source, str) and source else TRIGGER
+
+
+def _contains(found: Any, wanted: Any) -> bool:
+    """PostgreSQL ``@>`` on JSON for dicts (every key present, recursively); equality else
+    (``1 == 1.0`` as JSON numbers, but ``True`` is not ``1``)."""
+    if isinstance(wanted, dict):
+        return isinstance(found, dict) and all(
+            k in found and _contains(found[k], v) for k, v in wanted.items()
+        )
+    if isinstance(wanted, bool) or isinstance(found, bool):
+        return type(found) is type(wanted) and found == wanted
+    return bool(found == wanted)
+
+
+def _changed(new: Checkpoint, old: Checkpoint | None) -> ChannelVersions:
+    """Channels of ``new`` whose version or value differs from ``old`` (all without one)."""
+    versions = new["channel_versions"]
+    if old is None:
+        return dict(versions)
+    out: ChannelVersions = {}
+    ov, vals, ovals = old["channel_versions"], new["channel_values"], old["channel_values"]
+    for ch, v in versions.items():
+        try:
+            same = ov.get(ch, _MISSING) == v and vals.get(ch, _MISSING) == ovals.get(ch, _MISSING)
+        except Exception:  # values that cannot be compared are copied
+            same = False
+        if not same:
+            out[ch] = v
+    return out
