@@ -303,7 +303,10 @@ def load(run_id: str, seq: int | None, blobs: bool = True) -> Txn[Loaded]:
     except ValueError as exc:
         raise CorruptCheckpoint(run_id, top, str(exc)) from exc
     found_blobs: dict[bytes, tuple[str, bytes]] = {}
-    if blobs:
+    snapshot = chain[-1].snapshot or b""
+    # Only a view with a "<serializer>+ref" row reads blobs: skip the query otherwise
+    # (a false positive, "+ref" inside some output, only costs the query).
+    if blobs and (b"+ref" in snapshot or any(r.serializer.endswith("+ref") for r in rows)):
         for ref_seq, digest, recipe, data in (yield Stmt("chain_blobs", (run_id, root, top))):
             if ref_seq in seqs:
                 found_blobs[bytes.fromhex(digest)] = (recipe, bytes(data))
