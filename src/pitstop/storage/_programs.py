@@ -68,6 +68,7 @@ class Loaded:
     rows: list[NodeRow]
     """The node rows the chain's deltas wrote."""
     run: RunInfo
+    """The run's row and high-water seq (its checkpoint counts and sizes are not read)."""
     blobs: dict[bytes, tuple[str, bytes]] = field(default_factory=dict)
     """Digest -> (recipe, stored bytes) of the blobs the chain refers to."""
 
@@ -310,9 +311,10 @@ def load(run_id: str, seq: int | None, blobs: bool = True) -> Txn[Loaded]:
         for ref_seq, digest, recipe, data in (yield Stmt("chain_blobs", (run_id, root, top))):
             if ref_seq in seqs:
                 found_blobs[bytes.fromhex(digest)] = (recipe, bytes(data))
-    run = yield from run_info(run_id)
-    if run is None:
+    found = yield Stmt("run_load", (run_id, run_id))
+    if not found:
         raise CorruptCheckpoint(run_id, top, "the run's row is missing")
+    run = _run(run_id, found[0], None, None, None, None)
     chain.reverse()
     return Loaded(chain[-1], chain, rows, run, found_blobs)
 

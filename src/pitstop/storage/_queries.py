@@ -45,7 +45,9 @@ _LOAD = (
     f"SELECT {_CH}, CASE WHEN c.seq = t.seq THEN c.state END, "
     "s.nodes "
     f"FROM {CHECKPOINTS} c JOIN t ON c.run_id = ? "
-    "AND (c.seq = t.seq OR (c.seq >= t.root_seq AND c.seq <= t.seq)) "
+    # One index range: the chain from the root (or from the checkpoint itself, if a
+    # damaged root_seq points past it, so the damage is still read and reported).
+    "AND c.seq >= {{least}}(t.root_seq, t.seq) AND c.seq <= t.seq "
     f"LEFT JOIN {SNAPSHOTS} s ON s.run_id = c.run_id AND s.seq = c.seq AND c.seq = t.root_seq"
 )
 _RUN_SEL = ", ".join("r." + c for c in RUN_COLS[:-1])
@@ -62,6 +64,10 @@ _UPSERT_SET = ", ".join(f"{c} = excluded.{c}" for c in (*RUN_COLS, "updated_at")
 
 _TEMPLATES = {
     "run_get": f"SELECT {_R} FROM {RUNS} WHERE run_id = ?",
+    # A restore's view of the run: its row and high-water seq, not its aggregates
+    # (counting every checkpoint would make a restore cost the run's history).
+    "run_load": f"SELECT {', '.join(RUN_COLS[:-1])}, {{greatest}}(last_seq, COALESCE((SELECT "
+    f"MAX(seq) FROM {CHECKPOINTS} m WHERE m.run_id = ?), 0)) FROM {RUNS} WHERE run_id = ?",
     # The high-water seq is the larger of the run row's (raised before rows are
     # deleted) and the newest checkpoint row's: saves need not rewrite the run row.
     "run_lock": f"SELECT {{greatest}}(r.last_seq, COALESCE((SELECT MAX(seq) FROM {CHECKPOINTS} "
@@ -164,13 +170,14 @@ def placeholders(name: Literal["sqlite", "postgresql"], sql: str) -> str:
 def _build(name: Literal["sqlite", "postgresql"]) -> Dialect:
     lock = " FOR UPDATE OF r" if name == "postgresql" else ""
     greatest = "GREATEST" if name == "postgresql" else "MAX"  # SQLite's scalar max()
+    least = "LEAST" if name == "postgresql" else "MIN"
     json_list = ("SELECT jsonb_array_elements_text(?::jsonb)" if name == "postgresql"
                  else "SELECT value FROM json_each(?)")  # fmt: skip
     out = {}
     templates = dict(_TEMPLATES, save_at_once=SAVE_AT_ONCE) if name == "postgresql" else _TEMPLATES
     for key, text in templates.items():
         text = text.replace("{lock}", lock).replace("{greatest}", greatest)
-        text = text.replace("{json_list}", json_list)
+        text = text.replace("{json_list}", json_list).replace("{least}", least)
         text = text.replace("{where_cp}", "").replace("{where_r}", "")
         out[key] = placeholders(name, text)
     return Dialect(name, out)
