@@ -187,11 +187,6 @@ _SQL = {
 }
 
 
-_CHAIN = "AND (c.seq = t.seq OR (c.seq >= t.root_seq AND c.seq <= t.seq))"
-"""How pitstop's ``load_at`` joins a checkpoint's chain: the OR hides the range's lower
-bound from the index, so the database reads every older checkpoint of the run."""
-
-
 def _register() -> None:
     for dialect in (SQLITE, POSTGRES):
         pg = dialect.name == "postgresql"
@@ -211,16 +206,9 @@ def _register() -> None:
         )
         for key, text in texts.items():
             dialect.sql[key] = placeholders(dialect.name, text.replace("{json_list}", json_list))
-        # pitstop's load_at with the same rows, read by an index range (see _load).
-        load_at = dialect.sql["load_at"]
-        least = "LEAST" if pg else "MIN"
-        fast = f"AND c.seq >= {least}(t.root_seq, t.seq) AND c.seq <= t.seq"
-        if _CHAIN in load_at:
-            dialect.sql["langgraph_load_at"] = load_at.replace(_CHAIN, fast)
 
 
 _register()
-_FAST_LOAD = "langgraph_load_at" in SQLITE.sql and "langgraph_load_at" in POSTGRES.sql
 
 
 # -- transaction programs ---------------------------------------------------------------
@@ -289,26 +277,10 @@ def langgraph_get(where: _Where, checkpoint_id: str | None) -> Txn[_Found | None
 
 
 def _load(run_id: str, seq: int) -> Txn[P.Loaded]:
-    """pitstop's ``load`` program (lineage walk, chain rows, blobs), with two of its
-    statements swapped for cheaper ones, so a restore costs its chain, not the thread's
-    history: the chain is read by an index range (``langgraph_load_at``), and the run is
-    read as its row alone (``load`` also counts and sums every checkpoint of the run,
-    which this adapter does not use)."""
-    program = P.load(run_id, seq)
-    result: Any = None
-    while True:
-        try:
-            stmt = program.send(result)
-        except StopIteration as stop:
-            loaded: P.Loaded = stop.value
-            return loaded
-        if stmt.key == "run_one":
-            found = yield Stmt("run_get", (run_id,))
-            result = [(run_id, *found[0], None, None, None, None)] if found else []
-            continue
-        if stmt.key == "load_at" and _FAST_LOAD:
-            stmt = Stmt("langgraph_load_at", stmt.params, stmt.mode)
-        result = yield stmt
+    """pitstop's ``load`` program: it costs the chain, not the thread's history (the
+    chain is one index range, the run is read as its row alone)."""
+    loaded: P.Loaded = yield from P.load(run_id, seq)
+    return loaded
 
 
 def langgraph_list(key: str, params: tuple[Any, ...]) -> Txn[list[Sequence[Any]]]:

@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 from .._errors import PitstopError, StaleBaseError, StoreError
 from . import _schema
-from ._programs import Call, Txn, fits_one_statement, save, save_at_once
+from ._programs import Batch, Call, Txn, fits_one_statement, save, save_at_once
 from ._queries import POSTGRES, SQLITE, Dialect
 
 BUSY_TIMEOUT_MS = 5000
@@ -32,6 +32,7 @@ def drive(
     program: Txn[Any],
     sync: Callable[[], None] | None = None,
     errors: tuple[type[BaseException], ...] = (),
+    new_cursor: Callable[[], Any] | None = None,
 ) -> Any:
     """Execute what ``program`` yields on a DB-API cursor; return what it returns.
 
@@ -46,7 +47,15 @@ def drive(
             stmt = program.send(result)
         except StopIteration as stop:
             return stop.value
-        if stmt.mode == "try":
+        if isinstance(stmt, Batch):
+            # Every statement on a cursor of its own, sent before any answer is read.
+            cursors = [(new_cursor or cur.connection.cursor)() for _ in stmt.stmts]
+            for c, s in zip(cursors, stmt.stmts, strict=True):
+                c.execute(sql[s.key], s.params)
+            if sync is not None:
+                sync()
+            result = [c.fetchall() for c in cursors]
+        elif stmt.mode == "try":
             cur.execute("SAVEPOINT pitstop_try")
             try:
                 cur.execute(sql[stmt.key], stmt.params)
@@ -320,7 +329,8 @@ class PostgresBackend:
                     if not call.write:
                         cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                     result = drive(cur, POSTGRES, call.program(*call.args), pipeline.sync,
-                                   (psycopg.DatabaseError,))  # fmt: skip
+                                   (psycopg.DatabaseError,),
+                                   lambda: conn.cursor(binary=True))  # fmt: skip
                 ok = True
                 return result
             finally:

@@ -36,7 +36,16 @@ class Stmt:
     it ran."""
 
 
-Txn = Generator[Stmt, Any, R]
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Statements that depend on no result of each other: a driver may send them all
+    before reading any answer (PostgreSQL: one round trip). The program gets back
+    the list of their rows, in order."""
+
+    stmts: tuple[Stmt, ...]
+
+
+Txn = Generator["Stmt | Batch", Any, R]
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,10 +285,13 @@ def set_run(run: RunFields) -> Txn[bool]:
 def load(run_id: str, seq: int | None, blobs: bool = True) -> Txn[Loaded]:
     """The checkpoint (latest live one when ``seq`` is None) and everything its chain
     reads (the blobs its rows refer to only when ``blobs``)."""
+    # The chain's headers, its delta rows and the run's row, in one round trip: the
+    # node rows are selected by the same chain bounds, read inside the statement.
     if seq is None:
-        found = yield Stmt("load_latest", (run_id, run_id))
+        reads = (Stmt("load_latest", (run_id, run_id)), Stmt("nodes_latest", (run_id, run_id)))
     else:
-        found = yield Stmt("load_at", (run_id, seq, run_id))
+        reads = (Stmt("load_at", (run_id, seq, run_id)), Stmt("nodes_at", (run_id, seq, run_id)))
+    found, node_rows, run_rows = yield Batch((*reads, Stmt("run_load", (run_id, run_id))))
     by_seq = {r[1]: r for r in found}
     top = max(by_seq, default=None) if seq is None else seq if seq in by_seq else None
     if top is None:
@@ -300,7 +312,7 @@ def load(run_id: str, seq: int | None, blobs: bool = True) -> Txn[Loaded]:
     chain[-1] = replace(chain[-1], snapshot=None if blob is None else bytes(blob))
     seqs = {r.seq for r in chain}
     try:
-        rows = [_node(r) for r in (yield Stmt("nodes_range", (run_id, root, top))) if r[1] in seqs]
+        rows = [_node(r) for r in node_rows if r[1] in seqs]
     except ValueError as exc:
         raise CorruptCheckpoint(run_id, top, str(exc)) from exc
     found_blobs: dict[bytes, tuple[str, bytes]] = {}
@@ -311,10 +323,9 @@ def load(run_id: str, seq: int | None, blobs: bool = True) -> Txn[Loaded]:
         for ref_seq, digest, recipe, data in (yield Stmt("chain_blobs", (run_id, root, top))):
             if ref_seq in seqs:
                 found_blobs[bytes.fromhex(digest)] = (recipe, bytes(data))
-    found = yield Stmt("run_load", (run_id, run_id))
-    if not found:
+    if not run_rows:
         raise CorruptCheckpoint(run_id, top, "the run's row is missing")
-    run = _run(run_id, found[0], None, None, None, None)
+    run = _run(run_id, run_rows[0], None, None, None, None)
     chain.reverse()
     return Loaded(chain[-1], chain, rows, run, found_blobs)
 

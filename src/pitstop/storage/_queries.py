@@ -50,6 +50,13 @@ _LOAD = (
     "AND c.seq >= {{least}}(t.root_seq, t.seq) AND c.seq <= t.seq "
     f"LEFT JOIN {SNAPSHOTS} s ON s.run_id = c.run_id AND s.seq = c.seq AND c.seq = t.root_seq"
 )
+# The delta rows of the chain of the checkpoint ``_LOAD`` reads (the same CTE).
+_NODES_OF = (
+    f"WITH t AS (SELECT seq, root_seq FROM {CHECKPOINTS} WHERE run_id = ? AND retired = 0 "
+    "{which}) "
+    f"SELECT {', '.join('n.' + c for c in NODE_COLS)} FROM {NODES} n JOIN t "
+    "ON n.run_id = ? AND n.seq > t.root_seq AND n.seq <= t.seq"
+)
 _RUN_SEL = ", ".join("r." + c for c in RUN_COLS[:-1])
 _RUNS = (
     f"SELECT r.run_id, {_RUN_SEL}, {{greatest}}(r.last_seq, COALESCE(a.top, 0)), a.n, a.latest, "
@@ -89,7 +96,8 @@ _TEMPLATES = {
     "node_insert": f"INSERT INTO {NODES} (run_id, {_N}) VALUES ({_marks(13)})",
     "load_latest": _LOAD.format(which="ORDER BY seq DESC LIMIT 1"),
     "load_at": _LOAD.format(which="AND seq = ?"),
-    "nodes_range": f"SELECT {_N} FROM {NODES} WHERE run_id = ? AND seq > ? AND seq <= ?",
+    "nodes_latest": _NODES_OF.format(which="ORDER BY seq DESC LIMIT 1"),
+    "nodes_at": _NODES_OF.format(which="AND seq = ?"),
     "cp_list": f"SELECT {_H} FROM {CHECKPOINTS} WHERE run_id = ? AND retired = 0 ORDER BY seq",
     "nth_live": f"SELECT seq FROM {CHECKPOINTS} WHERE run_id = ? AND retired = 0 "
     "ORDER BY seq DESC LIMIT 1 OFFSET ?",
