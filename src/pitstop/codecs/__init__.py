@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from .._serde import JsonSerializer, PickleSerializer, Serializer
 from ._envelope import AesGcmKeys, Envelope
-from ._typed import TypeCodec, TypedSerializer, entry_point_codecs, load_codec
+from ._format import TypeCodec, entry_point_codecs, load_codec
+from ._typed import TypedSerializer
 
 __all__ = [
     "AesGcmKeys",

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from msgspec.msgpack import Ext
 
 from .._errors import SerializationError
-from ._typed import NDARRAY, NPSCALAR, PANDAS, _pack, _Refused
+from ._format import NDARRAY, NPSCALAR, PANDAS, _pack, _Refused
 
 if TYPE_CHECKING:
     from ._typed import Decoder, Encoder
