@@ -3,8 +3,10 @@ child process of the example, reading its digest, and starting from no file."""
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
+from collections.abc import Collection
 from pathlib import Path
 
 DIGEST_PREFIX = "report sha256: "
@@ -23,6 +25,28 @@ def child(script: str, db: Path, *extra: str) -> subprocess.CompletedProcess[str
     for line in (proc.stdout + proc.stderr).splitlines():
         say(f"    {line}")
     say(f"  -> exit code {proc.returncode}")
+    return proc
+
+
+def story_parser(
+    doc: str | None, default_db: str, stages: Collection[str], *, crash_help: str | None = None
+) -> argparse.ArgumentParser:
+    """The options every story example takes: ``--db``, ``--crash-at STAGE``, ``--story``."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
+    parser.add_argument("--db", type=Path, default=Path(default_db), help="SQLite file")
+    parser.add_argument("--crash-at", choices=stages,
+                        help=crash_help or "kill the process in this stage")  # fmt: skip
+    parser.add_argument("--story", action="store_true", help="crash, resume, compare (PASS/FAIL)")
+    return parser
+
+
+def pitstop_cli(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``pitstop --store DB ARGS...`` in a new interpreter, echoing its last lines."""
+    cmd = [sys.executable, "-m", "pitstop", "--store", str(db), *args]
+    say(f"$ pitstop {' '.join(args)}")
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    for line in (proc.stdout + proc.stderr).splitlines()[-8:]:
+        say(f"    {line}")
     return proc
 
 

@@ -27,7 +27,6 @@ the story can count what really ran, on which worker process.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import contextlib
 import hashlib
@@ -45,7 +44,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from _story import DIGEST_PREFIX, child, digest_in, fresh, say, verdict
+from _story import DIGEST_PREFIX, child, digest_in, fresh, say, story_parser, verdict
 from dask.delayed import Delayed, delayed
 from dask.utils import key_split
 from distributed import Client, LocalCluster
@@ -300,12 +299,9 @@ def story(db: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--db", type=Path, default=Path(DEFAULT_DB), help="SQLite file")
+    parser = story_parser(__doc__, DEFAULT_DB, STAGES, crash_help="the client dies in this stage")
     parser.add_argument("--scheduler", help="address of a running cluster (default: a new one)")
-    parser.add_argument("--crash-at", choices=STAGES, help="the client dies in this stage")
     parser.add_argument("--kill-worker", action="store_true", help="SIGKILL a worker mid-graph")
-    parser.add_argument("--story", action="store_true", help="crash, resume, compare (PASS/FAIL)")
     args = parser.parse_args(argv)
     if args.story:
         return story(args.db)

@@ -23,7 +23,6 @@ variable, not an argument or a global, so it changes no key.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import contextlib
 import hashlib
@@ -38,7 +37,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from _story import DIGEST_PREFIX, child, digest_in, fresh, say, verdict
+from _story import DIGEST_PREFIX, child, digest_in, fresh, say, story_parser, verdict
 from dask.delayed import Delayed, delayed
 from dask.utils import key_split
 
@@ -232,10 +231,7 @@ def story(db: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--db", type=Path, default=Path(DEFAULT_DB), help="SQLite file")
-    parser.add_argument("--crash-at", choices=STAGES, help="kill the process in this stage")
-    parser.add_argument("--story", action="store_true", help="crash, resume, compare (PASS/FAIL)")
+    parser = story_parser(__doc__, DEFAULT_DB, STAGES)
     args = parser.parse_args(argv)
     if args.story:
         return story(args.db)

@@ -16,13 +16,11 @@ The story also runs ``pitstop show`` (node statuses, no decoding) and
 
 from __future__ import annotations
 
-import argparse
 import graphlib
 import hashlib
 import inspect
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +28,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from _story import DIGEST_PREFIX, child, digest_in, fresh, say, verdict
+from _story import DIGEST_PREFIX, child, digest_in, fresh, pitstop_cli, say, story_parser, verdict
 
 from pitstop import CheckpointPolicy, SyncCheckpointManager
 
@@ -137,15 +135,6 @@ def digest(db: Path | None) -> str:
 # --- the story -----------------------------------------------------------------------
 
 
-def pitstop_cli(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "pitstop", "--store", str(db), *args]
-    say(f"$ pitstop {' '.join(args)}")
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    for line in (proc.stdout + proc.stderr).splitlines()[-8:]:
-        say(f"    {line}")
-    return proc
-
-
 def story(db: Path) -> int:
     fresh(db)
     say("== 1/4 a run that dies inside 'enriched' (stage 3 of 5)")
@@ -180,10 +169,7 @@ def story(db: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     global CRASH_AT
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--db", type=Path, default=Path(DEFAULT_DB), help="SQLite file")
-    parser.add_argument("--crash-at", choices=STAGES, help="kill the process in this stage")
-    parser.add_argument("--story", action="store_true", help="crash, resume, compare (PASS/FAIL)")
+    parser = story_parser(__doc__, DEFAULT_DB, STAGES)
     args = parser.parse_args(argv)
     if args.story:
         return story(args.db)

@@ -22,7 +22,6 @@ the manager, the adapter, ``*ckpt.adapters()`` in the driver's
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -33,7 +32,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from _story import DIGEST_PREFIX, child, digest_in, fresh, say, verdict
+from _story import DIGEST_PREFIX, child, digest_in, fresh, say, story_parser, verdict
 from hamilton import ad_hoc_utils, driver
 
 from pitstop import CheckpointPolicy, SyncCheckpointManager  # pitstop
@@ -220,10 +219,7 @@ def story(db: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     global CRASH_AT
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--db", type=Path, default=Path(DEFAULT_DB), help="SQLite file")
-    parser.add_argument("--crash-at", choices=STAGES, help="kill the process in this stage")
-    parser.add_argument("--story", action="store_true", help="crash, resume, compare (PASS/FAIL)")
+    parser = story_parser(__doc__, DEFAULT_DB, STAGES)
     args = parser.parse_args(argv)
     if args.story:
         return story(args.db)

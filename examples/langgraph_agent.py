@@ -21,17 +21,15 @@ or FAIL and 1.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import itertools
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated, Any, TypedDict, cast
 
-from _story import DIGEST_PREFIX, child, digest_in, fresh, say, verdict
+from _story import DIGEST_PREFIX, child, digest_in, fresh, pitstop_cli, say, story_parser, verdict
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
@@ -189,15 +187,6 @@ def run_clean() -> Ticket:
 # --- the story -----------------------------------------------------------------------
 
 
-def pitstop_cli(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "pitstop", "--store", str(db), *args]
-    say(f"$ pitstop {' '.join(args)}")
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    for line in (proc.stdout + proc.stderr).splitlines()[-8:]:
-        say(f"    {line}")
-    return proc
-
-
 def story(db: Path) -> int:
     fresh(db)
     say(f"== 1/4 a run that dies inside 'draft' (node 3 of {len(NODES)})")
@@ -230,10 +219,7 @@ def story(db: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     global CRASH_AT
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--db", type=Path, default=Path(DEFAULT_DB), help="SQLite file")
-    parser.add_argument("--crash-at", choices=NODES, help="kill the process in this node")
-    parser.add_argument("--story", action="store_true", help="crash, resume, compare (PASS/FAIL)")
+    parser = story_parser(__doc__, DEFAULT_DB, NODES, crash_help="kill the process in this node")
     args = parser.parse_args(argv)
     if args.story:
         return story(args.db)

@@ -14,7 +14,6 @@ running the command once more starts a fresh run (nothing to resume).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
 import json
@@ -26,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from _story import DIGEST_PREFIX, child, digest_in, fresh, say, verdict
+from _story import DIGEST_PREFIX, child, digest_in, fresh, say, story_parser, verdict
 from dag_runner import Node, run_dag
 
 from pitstop import CheckpointManager, CheckpointPolicy, RunInfo, RunStatus, SyncCheckpointManager
@@ -162,11 +161,8 @@ def story(db: Path, crash_at: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--db", type=Path, default=Path(DEFAULT_DB), help="SQLite file")
-    parser.add_argument("--crash-at", choices=STAGES, help="kill the process in this stage")
+    parser = story_parser(__doc__, DEFAULT_DB, STAGES)
     parser.add_argument("--run-id", default=RUN_ID)
-    parser.add_argument("--story", action="store_true", help="crash, resume, compare (PASS/FAIL)")
     args = parser.parse_args(argv)
     if args.story:
         return story(args.db, args.crash_at or "analyze")

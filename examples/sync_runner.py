@@ -21,7 +21,6 @@ inside a running one (``--inside-loop``).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import graphlib
 import hashlib
@@ -36,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _story import DIGEST_PREFIX, child, digest_in, fresh, say, verdict
+from _story import DIGEST_PREFIX, child, digest_in, fresh, say, story_parser, verdict
 
 from pitstop import CheckpointPolicy, SyncCheckpointManager  # pitstop 1/9
 
@@ -298,11 +297,8 @@ def story(db: Path, crash_at: str, inside_loop: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--db", type=Path, default=Path(DEFAULT_DB), help="SQLite file")
-    parser.add_argument("--crash-at", choices=STAGES, help="kill the process in this stage")
+    parser = story_parser(__doc__, DEFAULT_DB, STAGES)
     parser.add_argument("--inside-loop", action="store_true", help="call it from asyncio.run()")
-    parser.add_argument("--story", action="store_true", help="crash, resume, compare (PASS/FAIL)")
     args = parser.parse_args(argv)
     if args.story:
         return story(args.db, args.crash_at or "features", args.inside_loop)
