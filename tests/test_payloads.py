@@ -317,3 +317,13 @@ def test_a_failed_blob_collection_only_leaves_garbage(
         m.prune(1)  # collects below the chain of seq 4 (snapshot 3, delta 4)
         assert blob_stats(store)[0] == 2
         assert np.array_equal(m.load_checkpoint().completed["x"], big(9))
+
+
+def test_blobs_held_in_memory_stay_within_twice_what_rows_refer_to(tmp_path: Path) -> None:
+    with SyncCheckpointManager("r", store=tmp_path / "p.db", enabled=True) as m:
+        for i in range(10):
+            m.on_node_start(node_id="x")
+            m.on_node_finish(node_id="x", output=big(i))
+            m.save_checkpoint()
+            assert 1 <= len(m._core.blobs) <= 2  # one row refers to one blob
+        assert np.array_equal(m.load_checkpoint().completed["x"], big(9))

@@ -24,7 +24,7 @@ from ._errors import CorruptCheckpoint, SchemaVersionError, SerializationError
 from ._records import CheckpointRecord, NodeRow
 from ._serde import Serializer
 from ._types import Checkpoint, NodeFields, NodeMap, NodeStatus, Undecoded
-from .codecs._envelope import Envelope, parse
+from .codecs._envelope import Envelope, is_ref, parse
 
 FORMAT_VERSION = 3
 """Version of the checkpoint layout (checksums, snapshots, lineage); in every row."""
@@ -225,7 +225,7 @@ _PLAIN = Envelope(compression=None)
 
 def _stored_size(row: NodeRow, blobs: Mapping[bytes, tuple[str, bytes]] | None) -> int:
     out = row.output or b""
-    if blobs and row.serializer.endswith("+ref") and out in blobs:
+    if blobs and is_ref(row.serializer) and out in blobs:
         return len(blobs[out][1])
     return len(out)
 

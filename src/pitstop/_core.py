@@ -30,7 +30,7 @@ from ._policy import CheckpointPolicy, PolicyClock, dag_levels
 from ._records import CheckpointRecord, NodeRow
 from ._serde import Serializer, encode_metadata
 from ._types import NodeState, NodeStatus, RunInfo, RunStatus, check_id
-from .codecs._envelope import REF, Envelope, Sealed
+from .codecs._envelope import Envelope, Sealed, is_ref
 
 _COMPLETED = NodeStatus.COMPLETED.value
 _RUNNING = NodeStatus.RUNNING.value
@@ -139,7 +139,10 @@ class RunCore:
         self.fingerprints: dict[str, str] = {}
         """Each node's current fingerprint, as the runner declared it (none: unknown)."""
         self.blobs: dict[bytes, tuple[str, bytes]] = {}
-        """Digest -> (recipe, stored bytes) of the blobs the rows refer to."""
+        """Digest -> (recipe, stored bytes) of the blobs the rows refer to (and, until
+        the next pruning, of some they no longer do)."""
+        self.blobs_kept = 0
+        """How many blobs the last pruning of ``blobs`` kept."""
         self.policy = policy
         self.metadata = dict(metadata)
         encode_metadata(self.metadata)  # refuse bad metadata at construction
@@ -426,7 +429,7 @@ class RunCore:
             changed, self.dirty = self.dirty, set()
             ids = sorted(self.rows if snapshot else changed)
             rows = [self.rows[n] for n in ids]
-            refs = {r.output for r in rows if r.output is not None and _is_ref(r.serializer)}
+            refs = {r.output for r in rows if r.output is not None and is_ref(r.serializer)}
             blobs = {d.hex(): self.blobs[d] for d in refs if d in self.blobs}
         size = len(meta) + len(state or b"") + sum(len(r.output or b"") for r in rows)
         header = dict(created_at=time.time(), trigger=trigger, label=label, node=node,
@@ -465,9 +468,13 @@ class RunCore:
             self.hwm = hwm
             self.run_written = plan.run
             self.clock.saved()
-            if self.blobs:  # forget blobs no row refers to any more
-                live = {r.output for r in self.rows.values() if _is_ref(r.serializer)}
+            # Forget blobs no row refers to any more. That reads every row, so it runs
+            # only once the blobs held have doubled since the last time: saves stay
+            # flat in K, and memory within twice what the rows refer to.
+            if len(self.blobs) > 2 * self.blobs_kept:
+                live = {r.output for r in self.rows.values() if is_ref(r.serializer)}
                 self.blobs = {d: b for d, b in self.blobs.items() if d in live}
+                self.blobs_kept = len(self.blobs)
 
     def adopt(
         self,
@@ -481,6 +488,7 @@ class RunCore:
         with self.lock:
             self.rows = dict(view)
             self.blobs = dict(blobs)
+            self.blobs_kept = len(self.blobs)
             self.dirty = set()
             self.base_seq, self.root_seq = record.seq, record.root_seq
             self.since_snapshot = len(chain) - 1
@@ -497,7 +505,3 @@ class RunCore:
         """The run's checkpoints were deleted: the next save is a full snapshot."""
         with self.lock:
             self._new_lineage()
-
-
-def _is_ref(tag: str) -> bool:
-    return tag.endswith("+" + REF)

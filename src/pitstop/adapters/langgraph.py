@@ -747,9 +747,9 @@ class PitstopSaver(BaseCheckpointSaver[int]):
         when they contain the filter's items, as PostgreSQL's ``@>``).
         """
         for key in self._list_keys(config, filter, before, limit):
-            found = self._run(langgraph_get, key[0], key[1])
-            if found is not None:  # deleted meanwhile: skipped
-                yield self._build(found, remember=False)
+            tup = self._get_listed(key)
+            if tup is not None:  # deleted meanwhile: skipped
+                yield tup
 
     def delete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint and write of a thread (every namespace)."""

@@ -194,14 +194,11 @@ class Envelope:
         return ser, self._undo(ser, steps, data)
 
     def open_blob(self, ser: str, recipe: str, stored: bytes) -> bytes:
-        """The encoded bytes of a blob, and their digest (to check against the reference)."""
+        """The encoded bytes of a blob (check them against the reference with ``digest_of``)."""
         return self._undo(ser, tuple(recipe.split("+")) if recipe else (), stored)
 
     def digest_of(self, recipe: str, plain: bytes) -> bytes:
         """The digest a blob stored with ``recipe`` has, given its encoded bytes."""
-        return self._digest_of(recipe, plain)
-
-    def _digest_of(self, recipe: str, plain: bytes) -> bytes:
         key_step = next((s for s in recipe.split("+") if s.startswith("aes.")), None)
         if key_step is None:
             return hashlib.sha256(plain).digest()
@@ -236,9 +233,9 @@ def parse(tag: str) -> tuple[str, tuple[str, ...], bool]:
     return parts[0], tuple(parts[1:]), False
 
 
-def plain(tag: str) -> bool:
-    """Whether a tag is a bare serializer tag (bytes stored as encoded)."""
-    return "+" not in tag
+def is_ref(tag: str) -> bool:
+    """Whether a row stored with ``tag`` holds a blob's digest instead of the payload."""
+    return tag.endswith("+" + REF)
 
 
 def _compress(kind: str, data: bytes) -> bytes | None:

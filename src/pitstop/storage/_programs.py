@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 from .._errors import CheckpointNotFound, CorruptCheckpoint, StaleBaseError, StoreError
 from .._records import CheckpointRecord, NodeRow, deps_from_text, deps_text
 from .._types import RunInfo, RunStatus, check_time
+from ..codecs._envelope import is_ref
 
 if TYPE_CHECKING:
     from .._core import RunFields, SavePlan
@@ -319,7 +320,7 @@ def load(run_id: str, seq: int | None, blobs: bool = True) -> Txn[Loaded]:
     snapshot = chain[-1].snapshot or b""
     # Only a view with a "<serializer>+ref" row reads blobs: skip the query otherwise
     # (a false positive, "+ref" inside some output, only costs the query).
-    if blobs and (b"+ref" in snapshot or any(r.serializer.endswith("+ref") for r in rows)):
+    if blobs and (b"+ref" in snapshot or any(is_ref(r.serializer) for r in rows)):
         for ref_seq, digest, recipe, data in (yield Stmt("chain_blobs", (run_id, root, top))):
             if ref_seq in seqs:
                 found_blobs[bytes.fromhex(digest)] = (recipe, bytes(data))
