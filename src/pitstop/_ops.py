@@ -34,6 +34,7 @@ from typing import (
     ParamSpec,
     Self,
     TypeVar,
+    cast,
     overload,
 )
 
@@ -49,7 +50,15 @@ from ._errors import (
 from ._events import ERROR, LOAD, PRUNE, RESUME, SAVE, CheckpointEvent, Observer, emit
 from ._policy import CheckpointPolicy
 from ._serde import JsonSerializer, Serializer
-from ._types import Checkpoint, CheckpointInfo, NodeMap, NodeState, NodeStatus, RunInfo, check_id
+from ._types import (
+    Checkpoint,
+    CheckpointInfo,
+    NodeFields,
+    NodeMap,
+    NodeState,
+    RunInfo,
+    check_id,
+)
 from .codecs._envelope import Envelope
 from .codecs._typed import TypedSerializer
 from .storage import _programs as P
@@ -437,7 +446,7 @@ class ManagerBase:
             if adopt:
                 self._core.adopt(loaded.record, view, loaded.run, loaded.chain, loaded.blobs)
                 if fingerprints:
-                    cp = _without_stale(cp, self._core.mark_stale(fingerprints))
+                    cp = _without_stale(cp, self._core.mark_stale(fingerprints), self._core.rows)
                 self._core.state = cp.state
         self._emit(LOAD, seq=cp.seq, trigger=cp.info.trigger, info=cp.info,
                    duration_s=time.perf_counter() - started)  # fmt: skip
@@ -672,16 +681,15 @@ def is_large(value: Any) -> bool:
     return isinstance(size, int) and size >= LARGE_ITEMS
 
 
-def _without_stale(cp: Checkpoint, stale: Mapping[str, str]) -> Checkpoint:
-    """``cp`` with its stale nodes pending (no output), as the manager now has them."""
+def _without_stale(
+    cp: Checkpoint, stale: Mapping[str, str], rows: Mapping[str, NodeFields]
+) -> Checkpoint:
+    """``cp`` with its stale nodes as ``rows`` (the manager's bookkeeping) now has them:
+    pending, their outputs dropped."""
     if not stale:
         return cp
-    nodes = cp.nodes
-    assert isinstance(nodes, NodeMap)
+    nodes = cast(NodeMap, cp.nodes)  # a Checkpoint always holds a NodeMap
     fields = dict(nodes.fields)
+    fields.update((node_id, rows[node_id]) for node_id in stale)
     outputs = {k: v for k, v in nodes.outputs.items() if k not in stale}
-    for node_id, why in stale.items():
-        f = fields[node_id]
-        fields[node_id] = (node_id, NodeStatus.PENDING.value, f[2], f"stale: {why}", None, None,
-                           f[6], "", None, "", 0, None)  # fmt: skip
     return Checkpoint(info=cp.info, nodes=NodeMap(fields, outputs), state=cp.state, stale=stale)
