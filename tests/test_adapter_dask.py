@@ -30,6 +30,7 @@ from dask.utils import key_split
 from distributed import Client, LocalCluster
 from hypothesis import given
 from hypothesis import strategies as st
+from stories import EXAMPLES, example
 
 from pitstop import (
     CheckpointEvent,
@@ -47,8 +48,6 @@ from pitstop.adapters.dask import (
     node_id,
 )
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-STRICT_ENV = {**os.environ, "PYTHONWARNINGS": "error"}
 EVERY = CheckpointPolicy(every_n_nodes=1)
 RUN = "dask-run"
 WIDTH = 3
@@ -152,15 +151,8 @@ def clear(trace: Path) -> None:
 # --- the example stories, as real processes -----------------------------------------
 
 
-def example(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(EXAMPLES / script), *args],
-        cwd=cwd, env=STRICT_ENV, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-
-
 def test_pipeline_story_passes(tmp_path: Path) -> None:
-    story = example("dask_pipeline.py", "--story", cwd=tmp_path)
+    story = example("dask_pipeline.py", "--story", cwd=tmp_path, timeout=120)
     assert story.returncode == 0, story.stdout + story.stderr
     lines = story.stdout.splitlines()
     assert lines[-1] == "PASS" and "FAILED" not in story.stdout
@@ -174,7 +166,7 @@ def test_pipeline_story_passes(tmp_path: Path) -> None:
 
 
 def test_distributed_story_passes(tmp_path: Path) -> None:
-    story = example("dask_distributed.py", "--story", cwd=tmp_path)
+    story = example("dask_distributed.py", "--story", cwd=tmp_path, timeout=120)
     assert story.returncode == 0, story.stdout + story.stderr
     lines = story.stdout.splitlines()
     assert lines[-1] == "PASS" and "FAILED" not in story.stdout

@@ -10,8 +10,6 @@ The example's crash-and-resume story runs as real processes.
 from __future__ import annotations
 
 import importlib.util
-import os
-import subprocess
 import sys
 import threading
 import uuid
@@ -24,6 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from hamilton import driver
+from stories import example
 
 from pitstop import (
     CheckpointPolicy,
@@ -41,8 +40,6 @@ from pitstop.adapters.hamilton import (
     UnsupportedExecution,
 )
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-STRICT_ENV = {**os.environ, "PYTHONWARNINGS": "error"}
 RUN = "hamilton-test"
 EVERY = CheckpointPolicy(every_n_nodes=1)
 
@@ -181,10 +178,7 @@ def clean_result(tmp_path: Path, inputs: dict[str, Any] = INPUTS, source: str = 
 
 
 def test_example_story_crashes_resumes_and_matches_a_clean_run(tmp_path: Path) -> None:
-    story = subprocess.run(
-        [sys.executable, str(EXAMPLES / "hamilton_pipeline.py"), "--story"],
-        cwd=tmp_path, env=STRICT_ENV, capture_output=True, text=True, timeout=180, check=False,
-    )  # fmt: skip
+    story = example("hamilton_pipeline.py", "--story", cwd=tmp_path)
     assert story.returncode == 0, story.stdout + story.stderr
     lines = story.stdout.splitlines()
     assert lines[-1] == "PASS" and "FAILED" not in story.stdout

@@ -13,8 +13,6 @@ import asyncio
 import contextlib
 import os
 import sqlite3
-import subprocess
-import sys
 import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -31,6 +29,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.types import Command, interrupt
+from stories import example
 
 from pitstop import (
     CorruptCheckpoint,
@@ -494,16 +493,8 @@ def test_large_unchanged_values_are_stored_once(store: Store) -> None:
 
 
 def test_example_story_passes(tmp_path: Path) -> None:
-    script = Path(__file__).resolve().parents[1] / "examples" / "langgraph_agent.py"
-    proc = subprocess.run(
-        [sys.executable, str(script), "--story", "--db", str(tmp_path / "agent.db")],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONWARNINGS": "error"},
-        timeout=300,
-        check=False,
-    )
+    proc = example("langgraph_agent.py", "--story", "--db", str(tmp_path / "agent.db"),
+                   cwd=tmp_path, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.splitlines()[-1] == "PASS" and "FAILED" not in proc.stdout
     assert "resuming thread 'ticket-4711' at ['draft']" in proc.stdout

@@ -12,7 +12,6 @@ import asyncio
 import datetime as dt
 import json
 import logging
-import os
 import re
 import subprocess
 import sys
@@ -34,6 +33,8 @@ from pydantic_graph import (
     GraphRunContext,
     reduce_list_append,
 )
+from stories import EXAMPLES, STRICT_ENV
+from stories import example as example_process
 
 from pitstop import (
     CheckpointManager,
@@ -53,7 +54,6 @@ from pitstop.adapters.pydantic_graph import (
 )
 
 TESTS = Path(__file__).resolve().parent
-EXAMPLES = TESTS.parent / "examples"
 sys.path.insert(0, str(EXAMPLES))
 
 import pydantic_graph_pipeline as example  # noqa: E402
@@ -62,7 +62,6 @@ from _story import digest_in  # noqa: E402
 Kind = Literal["sync", "async"]
 Manager = CheckpointManager | SyncCheckpointManager
 EVERY = CheckpointPolicy(every_n_nodes=1)
-STRICT_ENV = {**os.environ, "PYTHONWARNINGS": "error"}
 
 CALLS: Counter[str] = Counter()
 """Side effects: how often each step ran (``bump3``: a Bump that found n == 3)."""
@@ -751,10 +750,7 @@ def test_the_sync_entry_point_disabled_just_runs_the_graph(tmp_path: Path) -> No
 
 
 def run_example(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(EXAMPLES / "pydantic_graph_pipeline.py"), *args],
-        cwd=cwd, env=STRICT_ENV, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    return example_process("pydantic_graph_pipeline.py", *args, cwd=cwd, timeout=120)
 
 
 def test_the_example_story_passes(tmp_path: Path) -> None:

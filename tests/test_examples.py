@@ -9,7 +9,6 @@ scripts do. The stories run as real processes: the crashing one leaves through
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from types import FrameType
 from typing import Any
 
 import pytest
+from stories import EXAMPLES, example
 
 import pitstop
 from pitstop import (
@@ -38,15 +38,14 @@ from pitstop import (
 from pitstop.storage import _programs as P
 from pitstop.storage._programs import Call
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 sys.path.insert(0, str(EXAMPLES))
 
-import dag_runner  # noqa: E402
-import frame_pipeline  # noqa: E402
-import pipeline_demo  # noqa: E402
-import sync_runner  # noqa: E402
-from _story import digest_in  # noqa: E402
-from dag_runner import Guard, Node, run_dag, run_dag_plain  # noqa: E402
+import dag_runner
+import frame_pipeline
+import pipeline_demo
+import sync_runner
+from _story import digest_in
+from dag_runner import Guard, Node, run_dag, run_dag_plain
 
 digest = digest_in  # the "report sha256: X" line of an example's output -> X
 Target = Store | Path
@@ -54,8 +53,6 @@ RUN = "example-run"
 GUARDS: list[Guard] = ["site", "once"]
 EVERY = CheckpointPolicy(every_n_nodes=1)
 EXPECTED = {"load": [3, 1, 2], "sorted": [1, 2, 3], "total": 6, "report": {"s": [1, 2, 3], "t": 6}}
-# Example processes run with warnings as errors too; their children inherit it.
-STRICT_ENV = {**os.environ, "PYTHONWARNINGS": "error"}
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -312,13 +309,6 @@ async def test_delete_on_success_removes_the_checkpoints(target: Target) -> None
 
 
 # --- pipeline_demo.py (the README's demo) ----------------------------------------------
-
-
-def example(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(EXAMPLES / script), *args],
-        cwd=cwd, env=STRICT_ENV, capture_output=True, text=True, timeout=180, check=False,
-    )  # fmt: skip
 
 
 def demo(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -10,15 +10,14 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from stories import EXAMPLES
 
 from pitstop import CheckpointManager, RunInfo, RunStatus, SqlStore
 from pitstop.storage import _programs as P
 from pitstop.storage._programs import Call
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SCRIPT = EXAMPLES / "pg_workers.py"
 sys.path.insert(0, str(EXAMPLES))
 
