@@ -45,7 +45,9 @@ Benches (results file rows, ``group`` = sqlite or postgres):
   the policy's periodic full snapshot (``snapshot_every=50``).
 - ``peer_restore``: latest of 20 saves (a full one, then 19 one-node saves),
   written by one writer per backend and library, read by the sync and async
-  readers: pitstop ``restore_checkpoint()`` by managers that did not write it,
+  readers: pitstop ``restore_checkpoint()`` by a new manager per sample (one
+  that did not write the run, as on resume; the previous one is freed before
+  the clock starts, as LangGraph's previous result is freed after it stops),
   then ``.completed``; LangGraph ``get_tuple`` / ``aget_tuple`` on the latest,
   then ``channel_values``. Every sample checks that K outputs came back.
 - ``peer_size``: SQLite file after 200 saves (the first full) at K=1,000, all
@@ -162,8 +164,11 @@ class PitstopSync:
         return ns
 
     def restore(self, k: int) -> int:
-        if self.reader is None:  # a manager that did not write the run, as on resume
-            self.reader = SyncCheckpointManager(self.run_id, store=self.store, enabled=True)
+        # A new manager that did not write the run, as on resume; the last one's
+        # state is freed before the clock starts (as LangGraph's last result is
+        # freed after its clock stops).
+        self.reader = None
+        self.reader = SyncCheckpointManager(self.run_id, store=self.store, enabled=True)
         t0 = time.perf_counter_ns()
         n = len(self.reader.restore_checkpoint().completed)
         ns = time.perf_counter_ns() - t0
@@ -204,9 +209,8 @@ class PitstopAsync:
         return self.loop.run_until_complete(timed())
 
     def restore(self, k: int) -> int:
-        if self.reader is None:
-            self.reader = CheckpointManager(self.run_id, store=self.store, enabled=True)
-        reader = self.reader
+        self.reader = None  # as PitstopSync.restore
+        self.reader = reader = CheckpointManager(self.run_id, store=self.store, enabled=True)
 
         async def timed() -> int:
             t0 = time.perf_counter_ns()

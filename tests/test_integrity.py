@@ -108,9 +108,9 @@ def test_checksum_covers_every_field() -> None:
                                "started_at": 1.5, "finished_at": 2.5, "deps": ("y",),
                                "serializer": "pickle", "output": b"2"}  # fmt: skip
     for name, value in changes.items():
-        assert node_checksum("r", 3, row._replace(**{name: value})) != base, name
+        assert node_checksum("r", 3, row.replace(**{name: value})) != base, name
     # the same value as int or float hashes the same (a REAL column gives floats back)
-    assert node_checksum("r", 3, row._replace(started_at=1)) == base
+    assert node_checksum("r", 3, row.replace(started_at=1)) == base
 
 
 def _memory() -> Any:

@@ -15,15 +15,17 @@ missing, extra or moved row therefore fails, and so does a broken chain.
 from __future__ import annotations
 
 import hashlib
+import operator
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from itertools import islice
+from typing import Any
 
 import msgspec
 
 from ._errors import CorruptCheckpoint, SchemaVersionError, SerializationError
 from ._records import CheckpointRecord, NodeRow
 from ._serde import Serializer
-from ._types import Checkpoint, NodeFields, NodeMap, NodeStatus, Undecoded
+from ._types import Checkpoint, NodeMap, NodeStatus, Undecoded
 from .codecs._envelope import Envelope, is_ref, parse
 
 FORMAT_VERSION = 3
@@ -118,7 +120,8 @@ def verify(
     rows: Sequence[NodeRow],
     asked: int | None,
 ) -> dict[str, NodeRow]:
-    """Verify a checkpoint and everything its chain reads; return its node rows by id.
+    """Verify a checkpoint and everything its chain reads; return its node rows by id,
+    in node id order.
 
     ``chain`` runs from the root snapshot (with its blob) to ``target``;
     ``rows`` are the delta rows of the chain.
@@ -139,9 +142,14 @@ def verify(
     if blob is None or hashlib.sha256(blob).hexdigest() != root.manifest:
         raise CorruptCheckpoint(run_id, top, f"the snapshot at seq {root.seq} is damaged")
     try:
-        view = {row.node_id: row for row in _DECODE_ROWS.decode(blob)}
+        snap = _DECODE_ROWS.decode(blob)
     except msgspec.DecodeError as exc:  # a valid hash over bytes no writer made
         raise CorruptCheckpoint(run_id, top, f"unreadable snapshot: {exc}") from exc
+    ids = list(map(_ID, snap))
+    # Writers store a snapshot's rows by node id: the view keeps that order (and
+    # sorts only when it was not, or a delta added a node).
+    ordered = all(map(operator.lt, ids, islice(ids, 1, None)))
+    view = dict(zip(ids, snap, strict=True))
     if len(view) != root.nodes_written:
         raise CorruptCheckpoint(run_id, top, f"the snapshot at seq {root.seq} lost rows")
     by_seq: dict[int, list[NodeRow]] = {}
@@ -160,6 +168,8 @@ def verify(
                 raise CorruptCheckpoint(
                     run_id, top, f"node {row.node_id!r} (written at seq {r.seq}) checksum mismatch"
                 )
+            if ordered and row.node_id not in view:
+                ordered = False
             view[row.node_id] = row
         if len(mine) != r.nodes_written or manifest_hex(total) != r.manifest:
             raise CorruptCheckpoint(
@@ -170,12 +180,12 @@ def verify(
             )
     if by_seq or len(view) != target.node_count:
         raise CorruptCheckpoint(run_id, top, "the node set does not match the checkpoint")
-    return view
+    return view if ordered else dict(sorted(view.items()))
 
 
 def decode_checkpoint(
     target: CheckpointRecord,
-    view: Mapping[str, NodeRow],
+    view: dict[str, NodeRow],
     serializers: Mapping[str, Serializer],
     *,
     outputs: bool = True,
@@ -189,24 +199,17 @@ def decode_checkpoint(
     """
     run_id, seq = target.run_id, target.seq
     envelope = envelope or _PLAIN
-    fields: dict[str, NodeRow] = dict(sorted(view.items()))
-    unknown = {row.status for row in fields.values()} - _STATUSES.keys()
+    rows = list(view.values())
+    unknown = set(map(_STATUS, rows)) - _STATUSES.keys()
     if unknown:
         raise CorruptCheckpoint(run_id, seq, f"unknown node status {min(unknown)!r}")
-    groups: dict[str, list[NodeRow]] = {}
-    for row in fields.values():
-        if row.output is not None:
-            group = groups.get(row.serializer)
-            if group is None:
-                group = groups[row.serializer] = []
-            group.append(row)
     decoded: dict[str, Any] = {}
-    for tag, rows in groups.items():
+    for tag, group in _groups(rows).items():
         if outputs:
-            values = _decode_group(tag, rows, serializers, envelope, blobs or {}, target)
+            values = _decode_group(tag, group, serializers, envelope, blobs or {}, target)
         else:
-            values = [Undecoded(tag, _stored_size(r, blobs)) for r in rows]
-        decoded.update(zip([r.node_id for r in rows], values, strict=True))
+            values = [Undecoded(tag, _stored_size(r, blobs)) for r in group]
+        decoded.update(zip(map(_ID, group), values, strict=True))
     state = None
     if target.state is not None and outputs:
         try:
@@ -216,11 +219,30 @@ def decode_checkpoint(
             raise exc.about("state: ", None) from exc
     elif target.state is not None:
         state = Undecoded(target.serializer, len(target.state))
-    nodes = NodeMap(cast("dict[str, NodeFields]", fields), decoded)  # rows are laid out so
+    nodes = NodeMap(view, decoded)
     return Checkpoint(info=target.info(), nodes=nodes, state=state)
 
 
 _PLAIN = Envelope(compression=None)
+_ID, _STATUS, _TAG, _OUTPUT = (
+    operator.attrgetter(name) for name in ("node_id", "status", "serializer", "output")
+)
+
+
+def _groups(rows: list[NodeRow]) -> dict[str, list[NodeRow]]:
+    """The rows that hold an output, by the tag they were stored with (C-level passes
+    for the usual case: one tag, every row with an output)."""
+    tags = set(map(_TAG, rows))
+    if len(tags) == 1 and None not in map(_OUTPUT, rows):
+        return {tags.pop(): rows} if rows else {}
+    groups: dict[str, list[NodeRow]] = {}
+    for row in rows:
+        if row.output is not None:
+            group = groups.get(row.serializer)
+            if group is None:
+                group = groups[row.serializer] = []
+            group.append(row)
+    return groups
 
 
 def _stored_size(row: NodeRow, blobs: Mapping[bytes, tuple[str, bytes]] | None) -> int:
@@ -243,7 +265,7 @@ def _decode_group(
     ser_tag, steps, ref = parse(tag)
     ser = pick(ser_tag, serializers, run_id, seq)
     if not steps and not ref:
-        return _loads_many(ser, rows, [r.output or b"" for r in rows], seq)
+        return _loads_many(ser, rows, list(map(_OUTPUT, rows)), seq)
     datas = []
     for r in rows:
         try:

@@ -100,11 +100,11 @@ class SavePlan:
         """The checkpoint row, and the node rows to insert (none for a snapshot)."""
         run_id, blob = self.run_id, None
         if self.snapshot:
-            blob = snapshot_blob([row._replace(seq=seq) for row in self.rows])
+            blob = snapshot_blob([row.replace(seq=seq) for row in self.rows])
             rows, manifest = [], hashlib.sha256(blob).hexdigest()
             written = count = len(self.rows)
         else:
-            rows = [row._replace(seq=seq, checksum=node_checksum(run_id, seq, row))
+            rows = [row.replace(seq=seq, checksum=node_checksum(run_id, seq, row))
                     for row in self.rows]  # fmt: skip
             manifest = manifest_hex(sum(manifest_term(row.checksum) for row in rows))
             written = len(rows)

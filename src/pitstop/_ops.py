@@ -49,11 +49,11 @@ from ._errors import (
 )
 from ._events import ERROR, LOAD, PRUNE, RESUME, SAVE, CheckpointEvent, Observer, emit
 from ._policy import CheckpointPolicy
+from ._records import NodeRow
 from ._serde import JsonSerializer, Serializer
 from ._types import (
     Checkpoint,
     CheckpointInfo,
-    NodeFields,
     NodeMap,
     NodeState,
     RunInfo,
@@ -682,7 +682,7 @@ def is_large(value: Any) -> bool:
 
 
 def _without_stale(
-    cp: Checkpoint, stale: Mapping[str, str], rows: Mapping[str, NodeFields]
+    cp: Checkpoint, stale: Mapping[str, str], rows: Mapping[str, NodeRow]
 ) -> Checkpoint:
     """``cp`` with its stale nodes as ``rows`` (the manager's bookkeeping) now has them:
     pending, their outputs dropped."""

@@ -6,7 +6,10 @@ import enum
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from ._records import NodeRow
 
 
 def check_id(kind: str, value: object) -> str:
@@ -188,11 +191,6 @@ class RunInfo:
         return self.latest_seq is not None and self.status is not RunStatus.SUCCEEDED
 
 
-NodeFields = tuple[Any, ...]
-"""One node as stored: a ``NodeRow`` (``pitstop._records``) or a tuple laid out like
-one: [1] status value (str), [2] attempt, [3] error, [4] started_at,
-[5] finished_at, [6] deps, [11] fingerprint."""
-
 _STATUS_OF = {s.value: s for s in NodeStatus}
 _DONE, _FAILED, _RUNNING, _PENDING = "completed", "failed", "running", "pending"
 
@@ -207,7 +205,7 @@ class NodeMap(Mapping[str, NodeState]):
 
     __slots__ = ("_cache", "fields", "outputs")
 
-    def __init__(self, fields: dict[str, NodeFields], outputs: dict[str, Any]) -> None:
+    def __init__(self, fields: dict[str, NodeRow], outputs: dict[str, Any]) -> None:
         self.fields = fields
         self.outputs = outputs
         self._cache: dict[str, NodeState] = {}
@@ -215,8 +213,11 @@ class NodeMap(Mapping[str, NodeState]):
     @classmethod
     def of(cls, nodes: Mapping[str, NodeState]) -> NodeMap:
         """A NodeMap holding NodeStates built elsewhere."""
-        out = cls({k: (k, n.status.value, n.attempt, n.error, n.started_at, n.finished_at,
-                       n.deps, "", None, "", 0, n.fingerprint) for k, n in nodes.items()},
+        from ._records import NodeRow  # it imports this module
+
+        out = cls({k: NodeRow(k, n.status.value, n.attempt, n.error, n.started_at, n.finished_at,
+                              n.deps, "", None, fingerprint=n.fingerprint)
+                   for k, n in nodes.items()},
                   {k: n.output for k, n in nodes.items()})  # fmt: skip
         out._cache.update(nodes)
         return out
@@ -225,8 +226,9 @@ class NodeMap(Mapping[str, NodeState]):
         found = self._cache.get(node_id)
         if found is None:
             f = self.fields[node_id]
-            found = _trusted_node_state(node_id, _STATUS_OF[f[1]], self.outputs.get(node_id),
-                                        f[2], f[3], f[4], f[5], f[6], f[11])  # fmt: skip
+            found = _trusted_node_state(node_id, _STATUS_OF[f.status], self.outputs.get(node_id),
+                                        f.attempt, f.error, f.started_at, f.finished_at, f.deps,
+                                        f.fingerprint)  # fmt: skip
             self._cache[node_id] = found
         return found
 
@@ -283,7 +285,7 @@ class Checkpoint:
         """Outputs of completed nodes, by node id: resume skips these."""
         m = self._map
         outputs = m.outputs
-        return {k: outputs.get(k) for k, f in m.fields.items() if f[1] == _DONE}
+        return {k: outputs.get(k) for k, f in m.fields.items() if f.status == _DONE}
 
     @property
     def interrupted(self) -> tuple[str, ...]:
@@ -298,21 +300,21 @@ class Checkpoint:
     @property
     def failed(self) -> Mapping[str, str | None]:
         """Errors of failed nodes, by node id: resume runs them again."""
-        return {k: f[3] for k, f in self._map.fields.items() if f[1] == _FAILED}
+        return {k: f.error for k, f in self._map.fields.items() if f.status == _FAILED}
 
     @property
     def to_run(self) -> tuple[str, ...]:
         """Every node resume must (re-)run: interrupted, failed and pending."""
-        return tuple(k for k, f in self._map.fields.items() if f[1] != _DONE)
+        return tuple(k for k, f in self._map.fields.items() if f.status != _DONE)
 
     @property
     def attempts(self) -> Mapping[str, int]:
-        return {k: f[2] for k, f in self._map.fields.items()}
+        return {k: f.attempt for k, f in self._map.fields.items()}
 
     @property
     def graph(self) -> Mapping[str, tuple[str, ...]]:
         """Dependencies of each node, as the runner declared them."""
-        return {k: f[6] for k, f in self._map.fields.items()}
+        return {k: f.deps for k, f in self._map.fields.items()}
 
     def _with(self, status: str) -> tuple[str, ...]:
-        return tuple(k for k, f in self._map.fields.items() if f[1] == status)
+        return tuple(k for k, f in self._map.fields.items() if f.status == status)

@@ -96,7 +96,7 @@ def convert_run(cur: Cursor, dialect: Dialect, run_id: str, now: float) -> None:
     view: dict[str, tuple[NodeRow, bool]] = {}
     for s in sorted(s for s in by_seq if s <= root):
         view.update({row.node_id: (row, ok) for row, ok in by_seq.pop(s)})
-    snap_rows = [row._replace(seq=root, checksum="") for row, _ in view.values()]
+    snap_rows = [row.replace(seq=root, checksum="") for row, _ in view.values()]
     blob = snapshot_blob(snap_rows)
     cur.execute(q("DELETE FROM pitstop_node_states WHERE run_id = ? AND seq <= ?"), (run_id, root))
     intact = {node_id: ok for node_id, (_, ok) in view.items()}

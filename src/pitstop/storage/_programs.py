@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 from .._errors import CheckpointNotFound, CorruptCheckpoint, StaleBaseError, StoreError
 from .._records import CheckpointRecord, NodeRow, deps_from_text, deps_text
 from .._types import RunInfo, RunStatus, check_time
-from ..codecs._envelope import is_ref
 
 if TYPE_CHECKING:
     from .._core import RunFields, SavePlan
@@ -286,13 +285,15 @@ def set_run(run: RunFields) -> Txn[bool]:
 def load(run_id: str, seq: int | None, blobs: bool = True) -> Txn[Loaded]:
     """The checkpoint (latest live one when ``seq`` is None) and everything its chain
     reads (the blobs its rows refer to only when ``blobs``)."""
-    # The chain's headers, its delta rows and the run's row, in one round trip: the
-    # node rows are selected by the same chain bounds, read inside the statement.
-    if seq is None:
-        reads = (Stmt("load_latest", (run_id, run_id)), Stmt("nodes_latest", (run_id, run_id)))
-    else:
-        reads = (Stmt("load_at", (run_id, seq, run_id)), Stmt("nodes_at", (run_id, seq, run_id)))
-    found, node_rows, run_rows = yield Batch((*reads, Stmt("run_load", (run_id, run_id))))
+    # The chain's headers, its delta rows, the run's row and the blobs the chain's
+    # rows refer to, in one round trip: the node rows and blobs are selected by the
+    # same chain bounds, read inside the statement.
+    which, params = ("latest", (run_id,)) if seq is None else ("at", (run_id, seq))
+    reads = [Stmt(f"load_{which}", (*params, run_id)), Stmt(f"nodes_{which}", (*params, run_id)),
+             Stmt("run_load", (run_id, run_id))]  # fmt: skip
+    if blobs:
+        reads.append(Stmt(f"blobs_{which}", (*params, run_id)))
+    found, node_rows, run_rows, *blob_rows = yield Batch(tuple(reads))
     by_seq = {r[1]: r for r in found}
     top = max(by_seq, default=None) if seq is None else seq if seq in by_seq else None
     if top is None:
@@ -317,13 +318,9 @@ def load(run_id: str, seq: int | None, blobs: bool = True) -> Txn[Loaded]:
     except ValueError as exc:
         raise CorruptCheckpoint(run_id, top, str(exc)) from exc
     found_blobs: dict[bytes, tuple[str, bytes]] = {}
-    snapshot = chain[-1].snapshot or b""
-    # Only a view with a "<serializer>+ref" row reads blobs: skip the query otherwise
-    # (a false positive, "+ref" inside some output, only costs the query).
-    if blobs and (b"+ref" in snapshot or any(is_ref(r.serializer) for r in rows)):
-        for ref_seq, digest, recipe, data in (yield Stmt("chain_blobs", (run_id, root, top))):
-            if ref_seq in seqs:
-                found_blobs[bytes.fromhex(digest)] = (recipe, bytes(data))
+    for ref_seq, digest, recipe, data in blob_rows[0] if blob_rows else ():
+        if ref_seq in seqs:
+            found_blobs[bytes.fromhex(digest)] = (recipe, bytes(data))
     if not run_rows:
         raise CorruptCheckpoint(run_id, top, "the run's row is missing")
     run = _run(run_id, run_rows[0], None, None, None, None)

@@ -57,6 +57,15 @@ _NODES_OF = (
     f"SELECT {', '.join('n.' + c for c in NODE_COLS)} FROM {NODES} n JOIN t "
     "ON n.run_id = ? AND n.seq > t.root_seq AND n.seq <= t.seq"
 )
+# The blobs that rows of the chain of the checkpoint ``_LOAD`` reads refer to (the
+# same CTE; the program keeps those of seqs on the chain).
+_BLOBS_OF = (
+    f"WITH t AS (SELECT seq, root_seq FROM {CHECKPOINTS} WHERE run_id = ? AND retired = 0 "
+    "{which}) "
+    f"SELECT r.seq, b.digest, b.recipe, b.data FROM {REFS} r JOIN t ON r.run_id = ? "
+    "AND r.seq >= {{least}}(t.root_seq, t.seq) AND r.seq <= t.seq "
+    f"JOIN {BLOBS} b ON b.digest = r.digest"
+)
 _RUN_SEL = ", ".join("r." + c for c in RUN_COLS[:-1])
 _RUNS = (
     f"SELECT r.run_id, {_RUN_SEL}, {{greatest}}(r.last_seq, COALESCE(a.top, 0)), a.n, a.latest, "
@@ -98,6 +107,8 @@ _TEMPLATES = {
     "load_at": _LOAD.format(which="AND seq = ?"),
     "nodes_latest": _NODES_OF.format(which="ORDER BY seq DESC LIMIT 1"),
     "nodes_at": _NODES_OF.format(which="AND seq = ?"),
+    "blobs_latest": _BLOBS_OF.format(which="ORDER BY seq DESC LIMIT 1"),
+    "blobs_at": _BLOBS_OF.format(which="AND seq = ?"),
     "cp_list": f"SELECT {_H} FROM {CHECKPOINTS} WHERE run_id = ? AND retired = 0 ORDER BY seq",
     "nth_live": f"SELECT seq FROM {CHECKPOINTS} WHERE run_id = ? AND retired = 0 "
     "ORDER BY seq DESC LIMIT 1 OFFSET ?",
@@ -118,8 +129,6 @@ _TEMPLATES = {
     "blob_insert": f"INSERT INTO {BLOBS} (digest, recipe, data, size) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (digest) DO NOTHING",
     "ref_insert": f"INSERT INTO {REFS} (run_id, seq, digest) VALUES (?, ?, ?)",
-    "chain_blobs": f"SELECT r.seq, b.digest, b.recipe, b.data FROM {REFS} r JOIN {BLOBS} b "
-    "ON b.digest = r.digest WHERE r.run_id = ? AND r.seq >= ? AND r.seq <= ?",
     "blob_stats": f"SELECT COUNT(*), SUM(size) FROM {BLOBS}",
     # Blobs only references below the floor (of this run) read: they go, and with
     # them (ON DELETE CASCADE, where enforced) those references; then the rest.
