@@ -19,6 +19,7 @@ import psycopg
 import pytest
 from twins import MakeTwin, Twin
 
+import pitstop._policy
 from pitstop import CheckpointManager, MemoryStore, SqlStore, Store, SyncCheckpointManager
 
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -32,6 +33,17 @@ STORE_BACKENDS = [
 ]
 SQL_BACKENDS = STORE_BACKENDS[1:]
 TWINS = [pytest.param("sync", id="sync"), pytest.param("async", id="async")]
+
+
+@pytest.fixture(autouse=True)
+def _deltas_at_any_size(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Most tests build runs of a few nodes to exercise deltas, chains and their
+    verification; by default such a small run is saved whole at every save
+    (``CheckpointPolicy.snapshot_small``). So policies made in a test default to
+    0 there, unless the test is marked ``small_snapshots`` (the tests of that
+    default; the example and crash tests run it in their own processes)."""
+    if request.node.get_closest_marker("small_snapshots") is None:
+        monkeypatch.setattr(pitstop._policy, "SNAPSHOT_SMALL", 0)
 
 
 def pg_url() -> str:

@@ -196,6 +196,51 @@ async def test_snapshot_every_bounds_the_chain(store: Store, twin: MakeTwin) -> 
     assert set((await m.load_checkpoint(5)).completed) == set("abcde")
 
 
+@pytest.mark.small_snapshots
+async def test_a_small_run_is_saved_whole_at_every_save(store: Store, twin: MakeTwin) -> None:
+    """The default snapshot_small: a run this small writes all its nodes each time
+    (as cheap as a delta), so a restore reads one checkpoint, and lineage stays."""
+    m = twin("r", store=store, policy=CheckpointPolicy(every_n_nodes=1))
+    await run_nodes(m, *"abcd")
+    infos = await m.list_checkpoints()
+    assert [(i.seq, i.parent_seq, i.root_seq, i.nodes_written, i.snapshot) for i in infos] == [
+        (1, None, 1, 1, True), (2, 1, 2, 2, True), (3, 2, 3, 3, True), (4, 3, 4, 4, True)
+    ]  # fmt: skip
+    cp = await twin("r", store=store).restore_checkpoint()
+    assert cp.seq == 4 and set(cp.completed) == set("abcd")
+    assert set((await m.load_checkpoint(2)).completed) == {"a", "b"}
+
+
+@pytest.mark.small_snapshots
+async def test_a_run_past_the_small_bounds_saves_deltas(store: Store, twin: MakeTwin) -> None:
+    m = twin("r", store=store, policy=CheckpointPolicy(every_n_nodes=1))
+    for n in "abcd":  # 1,500 bytes each: two fit in 4,096, three do not
+        await m.on_node_start(node_id=n)
+        await m.on_node_finish(node_id=n, output="x" * 1500)
+    assert [i.snapshot for i in await m.list_checkpoints()] == [True, True, False, False]
+    many = twin("many", store=store)
+    await run_nodes(many, *(f"n{i}" for i in range(64)))
+    assert (await many.save_checkpoint()).snapshot
+    await run_nodes(many, "n64")  # 65 nodes: more than a small view holds
+    info = await many.save_checkpoint()
+    assert (info.snapshot, info.nodes_written, info.node_count) == (False, 1, 65)
+    off = twin("off", store=store, policy=CheckpointPolicy(every_n_nodes=1, snapshot_small=0))
+    await run_nodes(off, "a", "b")
+    assert [i.snapshot for i in await off.list_checkpoints()] == [True, False]
+
+
+@pytest.mark.small_snapshots
+async def test_keep_last_with_small_snapshots(store: Store, twin: MakeTwin) -> None:
+    policy = CheckpointPolicy(every_n_nodes=1, keep_last=2, snapshot_every=4)
+    m = twin("r", store=store, policy=policy)
+    await run_nodes(m, *"abcdefghij")
+    assert [i.seq for i in await m.list_checkpoints()] == [9, 10]
+    assert set((await twin("r", store=store).restore_checkpoint()).completed) == set("abcdefghij")
+    assert set((await m.load_checkpoint(9)).completed) == set("abcdefghi")
+    run = await m.run_info()
+    assert run is not None and run.checkpoints == 2
+
+
 async def test_statuses_without_decoding(store: Store, twin: MakeTwin) -> None:
     m = twin("r", store=store, serializer=PickleSerializer())
     await m.on_node_start(node_id="a")

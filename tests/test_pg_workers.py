@@ -143,9 +143,10 @@ async def test_two_processes_write_one_run_one_after_another(pg_db: str) -> None
         assert [i.metadata["worker"] for i in infos] == [0, 0, 1, 1, 1]
         assert [i.metadata["pid"] for i in infos] == [pid["0"]] * 2 + [pid["1"]] * 3
         assert pid["0"] != pid["1"]
-        # A wrote a full snapshot, then deltas; B's first save is a delta on A's seq 2.
-        assert [i.nodes_written for i in infos] == [5, 1, 2, 1, 1]
-        assert [i.snapshot for i in infos] == [True, False, False, False, False]
+        # A run this small is saved whole at every save (CheckpointPolicy.snapshot_small):
+        # B's first save continues A's lineage (parent 2 above) with all five nodes.
+        assert [i.nodes_written for i in infos] == [5, 5, 5, 5, 5]
+        assert [i.snapshot for i in infos] == [True] * 5
         latest = await reader(store, run).load_checkpoint()
         assert latest.completed["report"]["sha256"] == await clean_digest("batch-0")
         old = await reader(store, run).load_checkpoint(2)

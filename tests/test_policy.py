@@ -81,6 +81,8 @@ def test_before_nodes_becomes_a_frozenset(nodes: object) -> None:
         ({"snapshot_every": True}, "snapshot_every must be an int, got bool True"),
         ({"snapshot_every": 2.5}, "snapshot_every must be an int, got float 2.5"),
         ({"snapshot_every": None}, "snapshot_every must be an int, got NoneType None"),
+        ({"snapshot_small": True}, "snapshot_small must be an int, got bool True"),
+        ({"snapshot_small": 4.0}, "snapshot_small must be an int, got float 4.0"),
         ({"every_seconds": True}, "every_seconds must be a number or None, got bool True"),
         ({"every_seconds": "1"}, "every_seconds must be a number or None, got str '1'"),
         ({"after_each_level": 1}, "after_each_level must be a bool, got int 1"),
@@ -99,6 +101,14 @@ def test_policy_rejects_wrong_types(kwargs: dict[str, object], message: str) -> 
     with pytest.raises(TypeError) as err:
         CheckpointPolicy(**kwargs)  # type: ignore[arg-type]
     assert str(err.value) == message
+
+
+@pytest.mark.small_snapshots
+def test_snapshot_small_default_and_bounds() -> None:
+    assert CheckpointPolicy().snapshot_small == 4096
+    assert CheckpointPolicy(snapshot_small=0).snapshot_small == 0
+    with pytest.raises(ValueError, match="snapshot_small must be >= 0"):
+        CheckpointPolicy(snapshot_small=-1)
 
 
 @pytest.mark.parametrize(

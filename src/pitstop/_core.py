@@ -65,6 +65,11 @@ class RunFields:
     graph_fingerprint: str | None
 
 
+SMALL_VIEW_ROWS = 64
+"""A view of at most this many rows whose outputs hold at most
+``CheckpointPolicy.snapshot_small`` bytes is saved whole at every save."""
+
+
 @dataclass(slots=True)
 class SavePlan:
     """Everything one save writes, encoded before the transaction starts.
@@ -94,6 +99,8 @@ class SavePlan:
     """Digests (hex) of the blobs this checkpoint's rows refer to."""
     blobs: Mapping[str, tuple[str, bytes]] = field(default_factory=dict)
     """Digest (hex) -> (recipe, stored bytes) of every ref, to write those the store lacks."""
+    collect: bool = True
+    """Whether retention (``keep_last``) also deletes what no live checkpoint reads."""
     record: CheckpointRecord | None = None
 
     def finalize(self, seq: int) -> tuple[CheckpointRecord, list[NodeRow]]:
@@ -426,6 +433,17 @@ class RunCore:
                 or self.since_snapshot + 1 >= self.policy.snapshot_every
                 or self.rows_since_snapshot + len(self.dirty) > max(64, len(self.rows) // 4)
             )
+            # Retention collects garbage at the snapshots above; a small view's
+            # snapshot (below) is only cheaper to read back.
+            collect = snapshot
+            # A small view is written whole at every save: its snapshot costs what
+            # a delta does, and a restore then reads one checkpoint, not a chain.
+            small = self.policy.snapshot_small
+            snapshot = snapshot or (
+                small > 0
+                and len(self.rows) <= SMALL_VIEW_ROWS
+                and sum(len(r.output or b"") for r in self.rows.values()) <= small
+            )
             changed, self.dirty = self.dirty, set()
             ids = sorted(self.rows if snapshot else changed)
             rows = [self.rows[n] for n in ids]
@@ -442,7 +460,7 @@ class RunCore:
             base_ids=self.stored, header=header,
             run=run, keep_last=self.policy.keep_last, meta=meta_dict,
             run_changed=run != self.run_written, refs=tuple(sorted(d.hex() for d in refs)),
-            blobs=blobs,
+            blobs=blobs, collect=collect,
         )  # fmt: skip
 
     def abort(self, plan: SavePlan) -> None:

@@ -23,6 +23,8 @@ from ._programs import Batch, Call, Txn, fits_one_statement, save, save_at_once
 from ._queries import POSTGRES, SQLITE, Dialect
 
 BUSY_TIMEOUT_MS = 5000
+BIG_SNAPSHOT = 256 * 1024
+"""A snapshot blob from this size on is folded from the WAL into the database at once."""
 Durability = Literal["full", "normal"]
 
 
@@ -214,8 +216,9 @@ class SqliteBackend:
                 if conn.in_transaction:  # COMMIT itself may fail (SQLITE_BUSY): end it
                     conn.execute("ROLLBACK")
                 raise
-            if call.program is save and call.args[0].snapshot:
-                # A snapshot grows the WAL by a whole blob: fold it into the database
+            record = call.args[0].record if call.program is save else None
+            if record is not None and len(record.snapshot or b"") >= BIG_SNAPSHOT:
+                # A big snapshot grows the WAL by a whole blob: fold it into the database
                 # now (PASSIVE: never waits for readers) rather than in a later save.
                 # Only an optimisation: the save has committed whatever this does.
                 with contextlib.suppress(sqlite3.Error):

@@ -150,7 +150,7 @@ def save(plan: SavePlan) -> Txn[Saved]:
         # only changes much when a snapshot starts a new chain: do it then, so the
         # saves in between stay as cheap as the rest (garbage stays bounded by two
         # snapshot intervals).
-        removed = yield from _retain(run_id, plan.keep_last, collect=plan.snapshot)
+        removed = yield from _retain(run_id, plan.keep_last, collect=plan.collect)
     return Saved(seq, removed)
 
 
