@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -134,7 +133,8 @@ def _check_header(r: CheckpointRecord) -> None:
 
 
 def deps_text(deps: tuple[str, ...]) -> str:
-    return json.dumps(list(deps), ensure_ascii=False, separators=(",", ":"))
+    """The deps column: a compact JSON list (msgspec: 20x json.dumps's speed)."""
+    return _DEPS_JSON(deps).decode()
 
 
 def deps_from_text(node_id: str, text: object) -> tuple[str, ...]:
@@ -146,3 +146,4 @@ def deps_from_text(node_id: str, text: object) -> tuple[str, ...]:
 
 
 _DEPS = msgspec.json.Decoder(tuple[str, ...]).decode
+_DEPS_JSON = msgspec.json.Encoder().encode
