@@ -1463,3 +1463,19 @@ def test_long_repetitive_string_columns_round_trip(na: Any) -> None:
     pd.testing.assert_frame_equal(back, frame, check_exact=True)
     assert back["who"].dtype == dtype and int(back["who"].isna().sum()) == 1429
     assert len(blob) < 10_000 * 8 + 10_000 * 2 + 2_000  # codes, not 10,000 strings
+
+
+def test_width_zero_arrays_claiming_huge_counts_are_refused_at_once() -> None:
+    """Found by test_hostile_extensions: an array of width-0 elements holds no bytes,
+    so a damaged shape could claim 2**60 of them; rebuilding it must not step
+    through each (it hung), and a sane one still round-trips."""
+    from pitstop.codecs._format import NDARRAY
+
+    for shape in ([2**40, 2**20], [1 << 25]):
+        blob = msgspec.msgpack.encode(Ext(NDARRAY, msgspec.msgpack.encode(["|V0", shape, 0, b""])))
+        with pytest.raises(SerializationError, match="elements of width 0"):
+            SER.loads(blob)
+    for value in (np.empty((3, 0, 2), order="F"), np.zeros((4, 5), dtype="V0")):
+        back = SER.loads(SER.dumps(value))
+        assert back.shape == value.shape and back.dtype == value.dtype
+        assert back.flags.f_contiguous == value.flags.f_contiguous

@@ -76,6 +76,10 @@ def _dtype(np: Any, descr: Any, record: list[Any]) -> Any:
     return np.dtype((np.record, dtype)) if record else dtype
 
 
+_MAX_EMPTY = 1 << 24
+"""Elements an array of width-0 elements may claim (it holds no bytes to check them by)."""
+
+
 def _nd_back(parts: list[Any]) -> Any:
     import numpy as np
 
@@ -84,10 +88,16 @@ def _nd_back(parts: list[Any]) -> Any:
     count = 1
     for n in shape:
         count *= n
-    if count and dtype.itemsize:
-        flat = np.frombuffer(raw, dtype=dtype, count=count)
-    else:
-        flat = np.empty(count, dtype=dtype)
+    if not (count and dtype.itemsize):
+        # No bytes to read: build it at its shape (a copy of a reshaped array of
+        # elements of width 0 would step through every one of them: damaged data
+        # claiming 2**60 of them would never finish).
+        if count > _MAX_EMPTY:
+            raise SerializationError(
+                f"damaged numpy array: {count} elements of width 0", tag="typed"
+            )
+        return np.empty(shape, dtype=dtype, order="F" if order else "C")
+    flat = np.frombuffer(raw, dtype=dtype, count=count)
     if order:
         return flat.reshape(shape[::-1]).T.copy(order="K")  # F order kept
     return flat.reshape(shape).copy()  # writable, and not a view of the stored blob
