@@ -241,6 +241,19 @@ async def test_keep_last_with_small_snapshots(store: Store, twin: MakeTwin) -> N
     assert run is not None and run.checkpoints == 2
 
 
+async def test_completed_of_a_finished_view_is_in_node_order(store: Store, twin: MakeTwin) -> None:
+    m = twin("r", store=store)
+    await run_nodes(m, "c", "a", "b")
+    await m.save_checkpoint()
+    await run_nodes(m, "aa")  # a delta adding a node between the snapshot's
+    await m.save_checkpoint()
+    cp = await twin("r", store=store).restore_checkpoint()
+    assert list(cp.completed.items()) == [(n, {"node": n}) for n in ("a", "aa", "b", "c")]
+    assert list(cp.nodes) == ["a", "aa", "b", "c"] and cp.to_run == ()
+    cp.completed["a"] = "changed"  # a copy: the checkpoint is not changed through it
+    assert cp.completed["a"] == {"node": "a"}
+
+
 async def test_statuses_without_decoding(store: Store, twin: MakeTwin) -> None:
     m = twin("r", store=store, serializer=PickleSerializer())
     await m.on_node_start(node_id="a")

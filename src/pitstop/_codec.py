@@ -33,6 +33,7 @@ FORMAT_VERSION = 3
 
 _MOD = 1 << 256
 _STATUSES = {s.value: s for s in NodeStatus}
+_DONE = NodeStatus.COMPLETED.value
 _ENCODE = msgspec.msgpack.Encoder()
 _DECODE_ROWS = msgspec.msgpack.Decoder(list[NodeRow])
 
@@ -200,16 +201,21 @@ def decode_checkpoint(
     run_id, seq = target.run_id, target.seq
     envelope = envelope or _PLAIN
     rows = list(view.values())
-    unknown = set(map(_STATUS, rows)) - _STATUSES.keys()
+    statuses = set(map(_STATUS, rows))
+    unknown = statuses - _STATUSES.keys()
     if unknown:
         raise CorruptCheckpoint(run_id, seq, f"unknown node status {min(unknown)!r}")
     decoded: dict[str, Any] = {}
-    for tag, group in _groups(rows).items():
+    groups = _groups(rows)
+    for tag, group in groups.items():
         if outputs:
             values = _decode_group(tag, group, serializers, envelope, blobs or {}, target)
         else:
             values = [Undecoded(tag, _stored_size(r, blobs)) for r in group]
         decoded.update(zip(map(_ID, group), values, strict=True))
+    # One group of every row (``_groups`` returns ``rows`` itself then): the outputs
+    # are in the view's order, so ``completed`` of an all-done view is a copy.
+    all_done = statuses == {_DONE} and len(groups) == 1 and next(iter(groups.values())) is rows
     state = None
     if target.state is not None and outputs:
         try:
@@ -219,7 +225,7 @@ def decode_checkpoint(
             raise exc.about("state: ", None) from exc
     elif target.state is not None:
         state = Undecoded(target.serializer, len(target.state))
-    nodes = NodeMap(view, decoded)
+    nodes = NodeMap(view, decoded, all_done=all_done)
     return Checkpoint(info=target.info(), nodes=nodes, state=state)
 
 

@@ -203,11 +203,15 @@ class NodeMap(Mapping[str, NodeState]):
     It holds the verified rows themselves (``fields``), not copies of them.
     """
 
-    __slots__ = ("_cache", "fields", "outputs")
+    __slots__ = ("_cache", "all_done", "fields", "outputs")
 
-    def __init__(self, fields: dict[str, NodeRow], outputs: dict[str, Any]) -> None:
+    def __init__(
+        self, fields: dict[str, NodeRow], outputs: dict[str, Any], *, all_done: bool = False
+    ) -> None:
         self.fields = fields
         self.outputs = outputs
+        self.all_done = all_done
+        """Every node completed and ``outputs`` holds them in ``fields``' order."""
         self._cache: dict[str, NodeState] = {}
 
     @classmethod
@@ -285,6 +289,8 @@ class Checkpoint:
         """Outputs of completed nodes, by node id: resume skips these."""
         m = self._map
         outputs = m.outputs
+        if m.all_done:  # a finished run's restore: no pass over the rows
+            return dict(outputs)
         return {k: outputs.get(k) for k, f in m.fields.items() if f.status == _DONE}
 
     @property
