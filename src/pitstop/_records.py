@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -76,6 +76,8 @@ class CheckpointRecord:
     """sha256 over the metadata and state blobs, so a header verifies without them."""
     snapshot: bytes | None = None
     """A snapshot's blob: every node row, encoded together (None for a delta)."""
+    _info: CheckpointInfo | None = field(default=None, compare=False, repr=False)
+    """``info()`` once checked (a restore asks for it when verifying and again after)."""
 
     def info(self, metadata: dict[str, Any] | None = None) -> CheckpointInfo:
         """The header as users see it.
@@ -88,12 +90,14 @@ class CheckpointRecord:
         """
         meta = metadata
         if meta is None:
+            if self._info is not None:
+                return self._info
             try:
                 meta = decode_metadata(self.metadata)
                 _check_header(self)
             except (ValueError, TypeError) as exc:
                 raise CorruptCheckpoint(self.run_id, self.seq, f"damaged header: {exc}") from exc
-        return CheckpointInfo(
+        info = CheckpointInfo(
             run_id=self.run_id,
             seq=self.seq,
             parent_seq=self.parent_seq,
@@ -110,6 +114,9 @@ class CheckpointRecord:
             root_seq=self.root_seq,
             node_count=self.node_count,
         )
+        if metadata is None:  # frozen: set once, the same value every time
+            object.__setattr__(self, "_info", info)
+        return info
 
 
 def _check_header(r: CheckpointRecord) -> None:

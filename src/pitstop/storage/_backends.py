@@ -49,7 +49,13 @@ def drive(
             stmt = program.send(result)
         except StopIteration as stop:
             return stop.value
-        if isinstance(stmt, Batch):
+        if isinstance(stmt, Batch) and sync is None:
+            # No pipeline (SQLite, in process): one statement after another.
+            result = []
+            for s in stmt.stmts:
+                cur.execute(sql[s.key], s.params)
+                result.append(cur.fetchall())
+        elif isinstance(stmt, Batch):
             # Every statement on a cursor of its own, sent before any answer is read.
             cursors = [(new_cursor or cur.connection.cursor)() for _ in stmt.stmts]
             for c, s in zip(cursors, stmt.stmts, strict=True):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from .._errors import CheckpointNotFound, CorruptCheckpoint, StaleBaseError, StoreError
@@ -82,12 +82,14 @@ class Loaded:
     """Digest -> (recipe, stored bytes) of the blobs the chain refers to."""
 
 
-def _record(r: Sequence[Any], state: bytes | None) -> CheckpointRecord:
+def _record(
+    r: Sequence[Any], state: bytes | None, snapshot: bytes | None = None
+) -> CheckpointRecord:
     (run_id, seq, parent, root, created, trigger, label, node, version, ser, meta, size,
      written, count, manifest, checksum, phash) = r[:17]  # fmt: skip
     return CheckpointRecord(run_id, seq, parent, root, created, trigger, label, node, version,
                             ser, bytes(meta), state, size, written, count, manifest,
-                            checksum, phash)  # fmt: skip
+                            checksum, phash, snapshot)  # fmt: skip
 
 
 def _node(r: Sequence[Any]) -> NodeRow:
@@ -299,19 +301,19 @@ def load(run_id: str, seq: int | None, blobs: bool = True) -> Txn[Loaded]:
     if top is None:
         raise CheckpointNotFound(run_id, seq)
     head = by_seq[top]
-    record = _record(head, None if head[17] is None else bytes(head[17]))
-    root = record.root_seq
+    root = head[3]
     if not isinstance(root, int) or root > top:
         raise CorruptCheckpoint(run_id, top, f"damaged lineage (root {root!r})")
-    chain, at = [record], top
+    blob = by_seq[root][18] if root in by_seq else None
+    snapshot = None if blob is None else bytes(blob)  # the root's, read beside its header
+    state = None if head[17] is None else bytes(head[17])
+    chain, at = [_record(head, state, snapshot if root == top else None)], top
     while at != root:
         parent = chain[-1].parent_seq
         if parent is None or parent not in by_seq or parent >= at:
             raise CorruptCheckpoint(run_id, top, f"lineage broken at seq {at}")
         at = parent
-        chain.append(_record(by_seq[at], None))
-    blob = by_seq[root][18]
-    chain[-1] = replace(chain[-1], snapshot=None if blob is None else bytes(blob))
+        chain.append(_record(by_seq[at], None, snapshot if at == root else None))
     seqs = {r.seq for r in chain}
     try:
         rows = [_node(r) for r in node_rows if r[1] in seqs]
