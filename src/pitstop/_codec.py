@@ -240,7 +240,7 @@ def _groups(rows: list[NodeRow]) -> dict[str, list[NodeRow]]:
     for the usual case: one tag, every row with an output)."""
     tags = set(map(_TAG, rows))
     if len(tags) == 1 and None not in map(_OUTPUT, rows):
-        return {tags.pop(): rows} if rows else {}
+        return {tags.pop(): rows}
     groups: dict[str, list[NodeRow]] = {}
     for row in rows:
         if row.output is not None:

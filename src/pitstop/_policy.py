@@ -14,15 +14,15 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 
-def _count(name: str, value: object, *, optional: bool) -> None:
-    """An exact int >= 1 (or None when optional): bools and floats are mistakes here."""
+def _count(name: str, value: object, *, optional: bool, least: int = 1) -> None:
+    """An exact int >= ``least`` (or None when optional): bools and floats are mistakes here."""
     if value is None and optional:
         return
     if type(value) is not int:
         want = "an int or None" if optional else "an int"
         raise TypeError(f"{name} must be {want}, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
+    if value < least:
+        raise ValueError(f"{name} must be >= {least}, got {value}")
 
 
 def _flag(name: str, value: object) -> None:
@@ -82,8 +82,8 @@ class CheckpointPolicy:
     Raises:
         TypeError: a field has the wrong type (``True`` or ``2.5`` for a count,
             ``1`` for a flag, a str for ``before_nodes``).
-        ValueError: a count below 1, ``every_seconds`` not finite and > 0, an
-            empty node id, or an unknown ``on_error``.
+        ValueError: a count below 1 (``snapshot_small`` below 0), ``every_seconds``
+            not finite and > 0, an empty node id, or an unknown ``on_error``.
     """
 
     every_n_nodes: int | None = None
@@ -102,11 +102,7 @@ class CheckpointPolicy:
         _count("every_n_nodes", self.every_n_nodes, optional=True)
         _count("keep_last", self.keep_last, optional=True)
         _count("snapshot_every", self.snapshot_every, optional=False)
-        small = self.snapshot_small
-        if isinstance(small, bool) or not isinstance(small, int):
-            raise TypeError(f"snapshot_small must be an int, got {type(small).__name__} {small!r}")
-        if small < 0:
-            raise ValueError(f"snapshot_small must be >= 0 (bytes; 0 turns it off), got {small}")
+        _count("snapshot_small", self.snapshot_small, optional=False, least=0)
         seconds = self.every_seconds
         if seconds is not None:
             if isinstance(seconds, bool) or not isinstance(seconds, int | float):

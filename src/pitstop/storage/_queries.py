@@ -39,10 +39,14 @@ def _marks(n: int) -> str:
 # A restore's first query: the checkpoint asked for (with its state), every
 # header of its chain, and the root's snapshot blob, in one round trip.
 _CH = ", ".join(f"c.{col}" for col in HEADER_COLS)
-_LOAD = (
+# ``t``: the checkpoint a restore reads (its seq and its chain's root), shared by
+# the statements of one restore's batch.
+_CHAIN = (
     f"WITH t AS (SELECT seq, root_seq FROM {CHECKPOINTS} WHERE run_id = ? AND retired = 0 "
     "{which}) "
-    f"SELECT {_CH}, CASE WHEN c.seq = t.seq THEN c.state END, "
+)
+_LOAD = (
+    _CHAIN + f"SELECT {_CH}, CASE WHEN c.seq = t.seq THEN c.state END, "
     "s.nodes "
     f"FROM {CHECKPOINTS} c JOIN t ON c.run_id = ? "
     # One index range: the chain from the root (or from the checkpoint itself, if a
@@ -52,17 +56,13 @@ _LOAD = (
 )
 # The delta rows of the chain of the checkpoint ``_LOAD`` reads (the same CTE).
 _NODES_OF = (
-    f"WITH t AS (SELECT seq, root_seq FROM {CHECKPOINTS} WHERE run_id = ? AND retired = 0 "
-    "{which}) "
-    f"SELECT {', '.join('n.' + c for c in NODE_COLS)} FROM {NODES} n JOIN t "
+    _CHAIN + f"SELECT {', '.join('n.' + c for c in NODE_COLS)} FROM {NODES} n JOIN t "
     "ON n.run_id = ? AND n.seq > t.root_seq AND n.seq <= t.seq"
 )
 # The blobs that rows of the chain of the checkpoint ``_LOAD`` reads refer to (the
 # same CTE; the program keeps those of seqs on the chain).
 _BLOBS_OF = (
-    f"WITH t AS (SELECT seq, root_seq FROM {CHECKPOINTS} WHERE run_id = ? AND retired = 0 "
-    "{which}) "
-    f"SELECT r.seq, b.digest, b.recipe, b.data FROM {REFS} r JOIN t ON r.run_id = ? "
+    _CHAIN + f"SELECT r.seq, b.digest, b.recipe, b.data FROM {REFS} r JOIN t ON r.run_id = ? "
     "AND r.seq >= {{least}}(t.root_seq, t.seq) AND r.seq <= t.seq "
     f"JOIN {BLOBS} b ON b.digest = r.digest"
 )
