@@ -403,3 +403,53 @@ def test_schema_2_database_migrates_and_restores(tmp_path: Path) -> None:
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT version FROM pitstop_schema").fetchone() == (3,)
     conn.close()
+
+
+def _rows_filtered(plan: object) -> int:
+    """Rows a PostgreSQL plan (EXPLAIN ANALYZE, FORMAT JSON) read and threw away."""
+    if isinstance(plan, list):
+        return sum(map(_rows_filtered, plan))
+    if not isinstance(plan, dict):
+        return 0
+    own = int(plan.get("Rows Removed by Filter", 0)) + int(plan.get("Heap Fetches", 0))
+    return own + sum(_rows_filtered(v) for v in plan.values() if isinstance(v, (list, dict)))
+
+
+@pytest.mark.postgres
+def test_a_postgres_save_checks_its_base_by_key_not_by_the_run_history(pg_db: str) -> None:
+    # The base check once counted `seq IN (parent, root)` among the run's rows, which
+    # the planner ran as a scan of every checkpoint of the run: saves grew with history.
+    with SqlStore(pg_db) as store, SyncCheckpointManager("r", store=store, enabled=True) as m:
+        m.on_run_start(graph={"a": ()})
+        for i in range(150):
+            m.on_node_finish(node_id="a", output=i)
+            m.save_checkpoint()
+    import psycopg
+
+    with psycopg.connect(pg_db, autocommit=True) as conn:
+        conn.execute("BEGIN")
+        sql, params = _queries.POSTGRES.sql["run_lock"], (149, 1, "r")
+        (plan,) = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params).fetchone()
+        assert _rows_filtered(plan) < 10, plan
+        # The high-water seq; the base's parent and root both found.
+        assert conn.execute(sql, params).fetchall() == [(150, 2)]
+        conn.execute("ROLLBACK")
+
+
+def test_a_sqlite_save_checks_its_base_by_key(tmp_path: Path) -> None:
+    with SqlStore.sqlite(tmp_path / "p.db") as store:
+        with SyncCheckpointManager("r", store=store, enabled=True) as m:
+            m.save_checkpoint()
+    conn = sqlite3.connect(tmp_path / "p.db")
+    try:
+        plan = conn.execute(
+            "EXPLAIN QUERY PLAN " + _queries.SQLITE.sql["run_lock"], (1, 1, "r")
+        ).fetchall()
+    finally:
+        conn.close()
+    details = [row[-1] for row in plan]
+    # Every read of pitstop_checkpoints seeks its key: no scan of the run's rows.
+    reads = [d for d in details if "pitstop_checkpoints" in d]
+    assert len(reads) == 3, details
+    assert all(d.startswith("SEARCH") for d in reads), details
+    assert sum("seq=?" in d for d in reads) == 2, details

@@ -133,7 +133,7 @@ def save(plan: SavePlan) -> Txn[Saved]:
     hwm, n = found[0] if found else (0, 0)
     if plan.expected_hwm is not None and hwm != plan.expected_hwm:
         raise StaleBaseError(run_id, plan.expected_hwm, hwm)
-    if not plan.snapshot and plan.parent_seq is not None and n != len({parent, root}):
+    if not plan.snapshot and plan.parent_seq is not None and n != 2:
         return Saved(None)
     seq = hwm + 1
     record, rows = plan.finalize(seq)
@@ -188,7 +188,7 @@ def save_at_once(plan: SavePlan) -> Txn[Saved]:
     run_id, run = plan.run_id, plan.run
     parent = 0 if plan.snapshot or plan.parent_seq is None else plan.parent_seq
     root = parent if plan.snapshot or plan.root_seq is None else plan.root_seq
-    need = 0 if parent == 0 else len({parent, root})
+    need = 0 if parent == 0 else 2  # both found (see run_lock)
     record, rows = plan.finalize(plan.expected_hwm + 1)
     columns = list(zip(*[_node_params(run_id, r)[1:] for r in rows], strict=True)) or [()] * 12
     arrays = [list(c) for i, c in enumerate(columns) if i != 1]  # seq is one value for all

@@ -76,6 +76,15 @@ _RUNS = (
     "FROM " + CHECKPOINTS + " {where_cp}GROUP BY run_id) a ON a.run_id = r.run_id "
     "LEFT JOIN " + CHECKPOINTS + " c ON c.run_id = a.run_id AND c.seq = a.latest{where_r}"
 )
+# How many of the base's parent and root (two seqs, maybe equal) are still stored:
+# 2 when both are. Two point lookups on the primary key: ``seq IN (?, ?)`` let
+# PostgreSQL's planner scan every checkpoint of the run and filter (the table's
+# statistics say it is tiny until it is analyzed), making a save cost the run's
+# history.
+_BASE_FOUND = " + ".join(
+    f"(SELECT COUNT(*) FROM {CHECKPOINTS} c{i} WHERE c{i}.run_id = r.run_id AND c{i}.seq = ?)"
+    for i in (1, 2)
+)
 _UPSERT_SET = ", ".join(f"{c} = excluded.{c}" for c in (*RUN_COLS, "updated_at"))
 
 _TEMPLATES = {
@@ -87,8 +96,7 @@ _TEMPLATES = {
     # The high-water seq is the larger of the run row's (raised before rows are
     # deleted) and the newest checkpoint row's: saves need not rewrite the run row.
     "run_lock": f"SELECT {{greatest}}(r.last_seq, COALESCE((SELECT MAX(seq) FROM {CHECKPOINTS} "
-    f"m WHERE m.run_id = r.run_id), 0)), (SELECT COUNT(*) FROM {CHECKPOINTS} c WHERE "
-    f"c.run_id = r.run_id AND c.seq IN (?, ?)) FROM {RUNS} r WHERE r.run_id = ?{{lock}}",
+    f"m WHERE m.run_id = r.run_id), 0)), {_BASE_FOUND} FROM {RUNS} r WHERE r.run_id = ?{{lock}}",
     "raise_hwm": f"UPDATE {RUNS} SET last_seq = {{greatest}}(last_seq, COALESCE((SELECT MAX(seq) "
     f"FROM {CHECKPOINTS} WHERE run_id = ?), 0)) WHERE run_id = ?",
     "run_upsert": f"INSERT INTO {RUNS} (run_id, {_R}, updated_at) VALUES ({_marks(9)}) "
@@ -148,8 +156,7 @@ _NODE_ARRAYS = ("node_id text", "status text", "attempt int", "error text", "sta
                 "checksum text", "fingerprint text")  # fmt: skip
 SAVE_AT_ONCE = (
     "WITH lock AS (SELECT GREATEST(r.last_seq, COALESCE((SELECT MAX(seq) FROM {cp} m "
-    "WHERE m.run_id = r.run_id), 0)) AS last_seq, (SELECT COUNT(*) FROM {cp} c "
-    "WHERE c.run_id = r.run_id AND c.seq IN (?, ?)) AS n FROM {runs} r WHERE r.run_id = ? "
+    "WHERE m.run_id = r.run_id), 0)) AS last_seq, {found} AS n FROM {runs} r WHERE r.run_id = ? "
     "FOR UPDATE OF r), "
     "ok AS (SELECT 1 FROM lock WHERE last_seq = ? AND n = ?), "
     "run AS (UPDATE {runs} SET status = ?, attempt = ?, started_at = ?, ended_at = ?, "
@@ -166,6 +173,7 @@ SAVE_AT_ONCE = (
     "SELECT (SELECT last_seq FROM lock), (SELECT n FROM lock), (SELECT COUNT(*) FROM cp)"
 ).format(
     cp=CHECKPOINTS, runs=RUNS, nodes=NODES, snaps=SNAPSHOTS, h=_H, n=_N, marks=_marks(18),
+    found=_BASE_FOUND,
     arrays=", ".join(f"?::{a.split()[1]}[]" for a in _NODE_ARRAYS),
     names=", ".join(a.split()[0] for a in _NODE_ARRAYS),
 )  # fmt: skip
