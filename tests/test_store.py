@@ -437,9 +437,11 @@ def test_a_postgres_save_checks_its_base_by_key_not_by_the_run_history(pg_db: st
 
 
 def test_a_sqlite_save_checks_its_base_by_key(tmp_path: Path) -> None:
-    with SqlStore.sqlite(tmp_path / "p.db") as store:
-        with SyncCheckpointManager("r", store=store, enabled=True) as m:
-            m.save_checkpoint()
+    with (
+        SqlStore.sqlite(tmp_path / "p.db") as store,
+        SyncCheckpointManager("r", store=store, enabled=True) as m,
+    ):
+        m.save_checkpoint()
     conn = sqlite3.connect(tmp_path / "p.db")
     try:
         plan = conn.execute(
