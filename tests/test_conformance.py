@@ -252,6 +252,9 @@ async def test_completed_of_a_finished_view_is_in_node_order(store: Store, twin:
     assert list(cp.nodes) == ["a", "aa", "b", "c"] and cp.to_run == ()
     cp.completed["a"] = "changed"  # a copy: the checkpoint is not changed through it
     assert cp.completed["a"] == {"node": "a"}
+    # Node states and outputs by id, built from the same decoded values on demand.
+    assert cp.nodes["aa"].output == {"node": "aa"} and cp.nodes["c"].status.value == "completed"
+    assert cp.nodes["b"] is cp.nodes["b"]
 
 
 async def test_statuses_without_decoding(store: Store, twin: MakeTwin) -> None:

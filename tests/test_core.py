@@ -134,3 +134,23 @@ def test_snapshot_when_deltas_grow_past_a_quarter_of_the_nodes() -> None:
         kinds.append(plan.snapshot)
     # 100 and 200 delta rows are fine; 300 would pass 250 (a quarter): snapshot.
     assert kinds == [True, False, False, True, False]
+
+
+def test_node_map_holds_outputs_by_id_or_as_values_in_node_order() -> None:
+    from pitstop._records import NodeRow
+    from pitstop._types import NodeMap
+
+    fields = {n: NodeRow(n, "completed", 1, None, None, 1.0, (), "json", b"0") for n in "ba"}
+    by_values = NodeMap(fields, values=[1, 2])
+    assert by_values.completed() == {"b": 1, "a": 2}
+    assert list(by_values.completed()) == ["b", "a"]  # fields' order
+    assert by_values.completed() is not by_values.completed()  # a new dict each time
+    assert by_values.outputs == {"b": 1, "a": 2} and by_values["a"].output == 2
+    by_id = NodeMap(fields, {"a": 2, "b": 1})
+    assert by_id.completed() == {"b": 1, "a": 2} and by_id["b"].output == 1
+    with pytest.raises(TypeError, match="not both or neither"):
+        NodeMap(fields)
+    with pytest.raises(TypeError, match="not both or neither"):
+        NodeMap(fields, {}, values=[1, 2])
+    with pytest.raises(ValueError, match="1 values for 2 nodes"):
+        NodeMap(fields, values=[1])

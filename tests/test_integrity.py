@@ -117,3 +117,62 @@ def _memory() -> Any:
     from pitstop import MemoryStore
 
     return MemoryStore()
+
+
+@pytest.mark.parametrize("beside", [True, False], ids=["hashed beside decode", "hashed first"])
+@pytest.mark.parametrize("damage", ["flipped byte", "valid hash, no rows"])
+def test_snapshot_blob_damage_is_caught_however_it_is_hashed(
+    monkeypatch: pytest.MonkeyPatch, damage: str, beside: bool
+) -> None:
+    import hashlib
+
+    from pitstop import _codec
+
+    # A big snapshot is hashed on a thread while it decodes: the verdict is the same.
+    monkeypatch.setattr(_codec, "HASH_BESIDE", 0 if beside else 1 << 40)
+    with SyncCheckpointManager("r", store=_memory(), enabled=True) as m:
+        for n in "ab":
+            m.on_node_start(node_id=n)
+            m.on_node_finish(node_id=n, output={"n": n})
+        m.save_checkpoint()
+        loaded = m._get_store().execute(Call(P.load, ("r", None), False))
+        root = loaded.chain[0]
+        assert root.snapshot is not None
+        verify(loaded.record, loaded.chain, loaded.rows, None)  # intact: it passes
+        if damage == "flipped byte":
+            blob = bytes([root.snapshot[0] ^ 1]) + root.snapshot[1:]
+            bad, expect = root.manifest, "the snapshot at seq 1 is damaged"
+        else:  # bytes no writer made, under a matching hash: they do not decode
+            blob = b"\xc1"
+            bad, expect = hashlib.sha256(blob).hexdigest(), "unreadable snapshot"
+        object.__setattr__(root, "snapshot", blob)
+        object.__setattr__(root, "manifest", bad)
+        object.__setattr__(root, "checksum", _codec.record_checksum(root))
+        with pytest.raises(CorruptCheckpoint, match=expect):
+            verify(loaded.record, loaded.chain, loaded.rows, None)
+        m._release_store()
+
+
+def test_snapshot_rows_carry_no_checksum_of_their_own() -> None:
+    # Rows restored from a delta hold its checksums; the snapshot a resumed run writes
+    # next stores none (its blob's sha256 covers its rows), and restores the same.
+    policy = CheckpointPolicy(snapshot_every=2)
+    store = _memory()
+    with SyncCheckpointManager("r", store=store, enabled=True, policy=policy) as m:
+        m.on_run_start(graph={"a": (), "b": ()})
+        m.save_checkpoint()
+        m.on_node_finish(node_id="a", output=1)
+        assert not m.save_checkpoint().snapshot  # a delta: row "a" has a checksum
+    with SyncCheckpointManager("r", store=store, enabled=True, policy=policy) as m:
+        assert m.restore_checkpoint().nodes["a"].output == 1
+        m.on_node_finish(node_id="b", output=2)
+        assert m.save_checkpoint().snapshot
+        loaded = m._get_store().execute(Call(P.load, ("r", None), False))
+        assert loaded.rows == []  # a snapshot: no delta rows
+        view = verify(loaded.record, loaded.chain, loaded.rows, None)
+        assert {k: (r.status, r.checksum) for k, r in view.items()} == {
+            "a": ("completed", ""),
+            "b": ("completed", ""),
+        }
+        assert dict(m.load_checkpoint().completed) == {"a": 1, "b": 2}
+    store.close()

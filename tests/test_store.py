@@ -429,7 +429,7 @@ def test_a_postgres_save_checks_its_base_by_key_not_by_the_run_history(pg_db: st
     with psycopg.connect(pg_db, autocommit=True) as conn:
         conn.execute("BEGIN")
         sql, params = _queries.POSTGRES.sql["run_lock"], (149, 1, "r")
-        (plan,) = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params).fetchone()
+        [(plan,)] = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params).fetchall()
         assert _rows_filtered(plan) < 10, plan
         # The high-water seq; the base's parent and root both found.
         assert conn.execute(sql, params).fetchall() == [(150, 2)]

@@ -107,7 +107,9 @@ class SavePlan:
         """The checkpoint row, and the node rows to insert (none for a snapshot)."""
         run_id, blob = self.run_id, None
         if self.snapshot:
-            blob = snapshot_blob([row.replace(seq=seq) for row in self.rows])
+            # A snapshot's rows carry no checksum of their own (the blob's sha256 is the
+            # manifest): a stale one from an earlier delta would be dead weight to read.
+            blob = snapshot_blob([row.replace(seq=seq, checksum="") for row in self.rows])
             rows, manifest = [], hashlib.sha256(blob).hexdigest()
             written = count = len(self.rows)
         else:

@@ -203,16 +203,41 @@ class NodeMap(Mapping[str, NodeState]):
     It holds the verified rows themselves (``fields``), not copies of them.
     """
 
-    __slots__ = ("_cache", "all_done", "fields", "outputs")
+    __slots__ = ("_cache", "_outputs", "_values", "fields")
 
     def __init__(
-        self, fields: dict[str, NodeRow], outputs: dict[str, Any], *, all_done: bool = False
+        self,
+        fields: dict[str, NodeRow],
+        outputs: dict[str, Any] | None = None,
+        *,
+        values: list[Any] | None = None,
     ) -> None:
+        """``outputs``: by node id. ``values`` instead: every node completed, and these
+        are their outputs in ``fields``' order (a finished run's restore; the mapping
+        by id is then built only if asked for)."""
+        if (outputs is None) == (values is None):
+            raise TypeError("NodeMap takes outputs or values, not both or neither")
+        if values is not None and len(values) != len(fields):
+            raise ValueError(f"{len(values)} values for {len(fields)} nodes")
         self.fields = fields
-        self.outputs = outputs
-        self.all_done = all_done
-        """Every node completed and ``outputs`` holds them in ``fields``' order."""
+        self._outputs = outputs
+        self._values = values
         self._cache: dict[str, NodeState] = {}
+
+    @property
+    def outputs(self) -> dict[str, Any]:
+        """The decoded outputs by node id (of the nodes that hold one)."""
+        found = self._outputs
+        if found is None:
+            found = self._outputs = dict(zip(self.fields, self._values or (), strict=True))
+        return found
+
+    def completed(self) -> dict[str, Any]:
+        """A new dict of the outputs of completed nodes, in ``fields``' order."""
+        if self._values is not None:  # every node completed: no pass over the rows
+            return dict(zip(self.fields, self._values, strict=True))
+        outputs = self.outputs
+        return {k: outputs.get(k) for k, f in self.fields.items() if f.status == _DONE}
 
     @classmethod
     def of(cls, nodes: Mapping[str, NodeState]) -> NodeMap:
@@ -287,11 +312,7 @@ class Checkpoint:
     @property
     def completed(self) -> Mapping[str, Any]:
         """Outputs of completed nodes, by node id: resume skips these."""
-        m = self._map
-        outputs = m.outputs
-        if m.all_done:  # a finished run's restore: no pass over the rows
-            return dict(outputs)
-        return {k: outputs.get(k) for k, f in m.fields.items() if f.status == _DONE}
+        return self._map.completed()
 
     @property
     def interrupted(self) -> tuple[str, ...]:
