@@ -184,13 +184,12 @@ def verify(
         raise CorruptCheckpoint(run_id, top, f"the snapshot at seq {root.seq} is damaged")
     if isinstance(snap, msgspec.DecodeError):  # a valid hash over bytes no writer made
         raise CorruptCheckpoint(run_id, top, f"unreadable snapshot: {snap}") from snap
-    ids = list(map(_ID, snap))
+    view = dict(zip(map(_ID, snap), snap))
+    if len(view) != root.nodes_written:  # rows missing, or two of one node
+        raise CorruptCheckpoint(run_id, top, f"the snapshot at seq {root.seq} lost rows")
     # Writers store a snapshot's rows by node id: the view keeps that order (and
     # sorts only when it was not, or a delta added a node).
-    ordered = all(map(operator.lt, ids, islice(ids, 1, None)))
-    view = dict(zip(ids, snap, strict=True))
-    if len(view) != root.nodes_written:
-        raise CorruptCheckpoint(run_id, top, f"the snapshot at seq {root.seq} lost rows")
+    ordered = all(map(operator.lt, view, islice(view, 1, None)))
     by_seq: dict[int, list[NodeRow]] = {}
     for row in rows:
         by_seq.setdefault(row.seq, []).append(row)
