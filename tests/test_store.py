@@ -455,3 +455,64 @@ def test_a_sqlite_save_checks_its_base_by_key(tmp_path: Path) -> None:
     assert len(reads) == 3, details
     assert all(d.startswith("SEARCH") for d in reads), details
     assert sum("seq=?" in d for d in reads) == 2, details
+
+
+@pytest.mark.postgres
+def test_every_shape_of_a_one_statement_postgres_save(
+    pg_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pitstop.storage import _programs
+
+    used: list[str] = []
+
+    def spy(snapshot: bool, rows: int, run: bool) -> str:
+        used.append(_queries.save_at_once_key(snapshot, rows, run))
+        return used[-1]
+
+    monkeypatch.setattr(_programs, "save_at_once_key", spy)
+    graph = {"a": (), "b": (), "c": ()}
+    every3 = CheckpointPolicy(snapshot_every=3)
+    with SqlStore(pg_db) as store:
+        with SyncCheckpointManager("r", store=store, enabled=True, policy=every3) as m:
+            m.on_run_start(graph=graph)
+            m.save_checkpoint()  # the first: a transaction (the high-water seq is unknown)
+            m.on_node_start(node_id="a")
+            m.save_checkpoint()  # d1: one row
+            m.on_node_finish(node_id="a", output={"a": 1})
+            m.on_node_start(node_id="b")
+            m.save_checkpoint()  # d2: two rows
+            m.save_checkpoint(state={"s": 1})  # s0: the third since the snapshot
+            m.on_node_error(node_id="b", error="boom")
+            m.on_node_start(node_id="c")
+            m.save_checkpoint()  # d2
+            m.on_run_end(success=False, error=RuntimeError("boom"))  # d0r: the policy's save on failure
+            m.on_run_start(graph=graph)  # a new attempt: the run row changes again
+            m.on_node_finish(node_id="c", output=3)
+            m.save_checkpoint()  # s0r
+            m.on_node_start(node_id="b")
+            m.save_checkpoint()  # d1
+        assert used == ["save_at_once.d1", "save_at_once.d2", "save_at_once.s0", "save_at_once.d2",
+                        "save_at_once.d0r", "save_at_once.s0r", "save_at_once.d1"]  # fmt: skip
+        every9 = CheckpointPolicy(snapshot_every=9)
+        with SyncCheckpointManager("r", store=store, enabled=True, policy=every9) as m:
+            cp = m.restore_checkpoint()
+            assert cp.completed == {"a": {"a": 1}, "c": 3} and cp.interrupted == ("b",)
+            assert cp.state == {"s": 1}
+            m.on_node_error(node_id="b", error="again")
+            m.save_checkpoint()  # d1r: after a restore the run row is written again
+            m.on_node_finish(node_id="b", output=2)
+            m.on_node_start(node_id="a")
+            m.on_run_start(graph=graph)  # another attempt
+            m.save_checkpoint()  # d2r
+            m.on_run_start(graph=graph)
+            m.save_checkpoint()  # d0r
+            m.save_checkpoint(state={"s": 2})  # d0
+        assert used[7:] == ["save_at_once.d1r", "save_at_once.d2r", "save_at_once.d0r",
+                            "save_at_once.d0"], used  # fmt: skip
+        with SyncCheckpointManager("r", store=store, enabled=True) as m:
+            cp = m.restore_checkpoint()
+            assert cp.completed == {"b": 2, "c": 3} and cp.interrupted == ("a",)
+            assert cp.state == {"s": 2} and cp.info.run_id == "r"
+            info = m.run_info()  # as the last run-row write (d0r) left it
+            assert info is not None and (info.status.value, info.attempt) == ("running", 4)
+    assert set(used) == set(_queries.SAVE_AT_ONCE)  # every statement ran

@@ -184,7 +184,7 @@ def verify(
         raise CorruptCheckpoint(run_id, top, f"the snapshot at seq {root.seq} is damaged")
     if isinstance(snap, msgspec.DecodeError):  # a valid hash over bytes no writer made
         raise CorruptCheckpoint(run_id, top, f"unreadable snapshot: {snap}") from snap
-    view = dict(zip(map(_ID, snap), snap))
+    view = dict(zip(map(_ID, snap), snap, strict=True))
     if len(view) != root.nodes_written:  # rows missing, or two of one node
         raise CorruptCheckpoint(run_id, top, f"the snapshot at seq {root.seq} lost rows")
     # Writers store a snapshot's rows by node id: the view keeps that order (and

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 from .._errors import CheckpointNotFound, CorruptCheckpoint, StaleBaseError, StoreError
 from .._records import CheckpointRecord, NodeRow, deps_from_text, deps_text
 from .._types import RunInfo, RunStatus, check_time
+from ._queries import save_at_once_key
 
 if TYPE_CHECKING:
     from .._core import RunFields, SavePlan
@@ -185,22 +186,31 @@ def save_at_once(plan: SavePlan) -> Txn[Saved]:
     """
     if plan.expected_hwm is None:
         raise ValueError("save_at_once needs the expected high-water seq")
-    run_id, run = plan.run_id, plan.run
-    parent = 0 if plan.snapshot or plan.parent_seq is None else plan.parent_seq
-    root = parent if plan.snapshot or plan.root_seq is None else plan.root_seq
-    need = 0 if parent == 0 else 2  # both found (see run_lock)
+    run_id, run, snapshot = plan.run_id, plan.run, plan.snapshot
     record, rows = plan.finalize(plan.expected_hwm + 1)
-    columns = list(zip(*[_node_params(run_id, r)[1:] for r in rows], strict=True)) or [()] * 12
-    arrays = [list(c) for i, c in enumerate(columns) if i != 1]  # seq is one value for all
-    params = (parent, root, run_id, plan.expected_hwm, need,
-              run.status.value, run.attempt, run.started_at, run.ended_at, run.error,
-              run.graph_fingerprint, record.seq, record.created_at, run_id, plan.run_changed,
-              *_header(record), record.state,
-              run_id, record.seq, record.snapshot, record.snapshot,
-              run_id, record.seq, *arrays)  # fmt: skip
-    ((hwm, _, inserted),) = yield Stmt("save_at_once", params)
+    seq = record.seq
+    # In the order of the statement's parts (``_queries._save_at_once``).
+    params: list[Any] = [run_id, plan.expected_hwm]
+    if not snapshot:  # the base's parent and root must still be there
+        if plan.parent_seq is None:
+            raise ValueError("a delta needs its base")
+        root = plan.root_seq if plan.root_seq is not None else plan.parent_seq
+        params[:0] = (plan.parent_seq, root)
+    if plan.run_changed:
+        params += (run.status.value, run.attempt, run.started_at, run.ended_at, run.error,
+                   run.graph_fingerprint, seq, record.created_at, run_id)  # fmt: skip
+    params += (*_header(record), record.state)
+    if snapshot:
+        params += (run_id, seq, record.snapshot)
+    if len(rows) == 1:
+        params += _node_params(run_id, rows[0])
+    elif rows:
+        columns = list(zip(*[_node_params(run_id, r)[1:] for r in rows], strict=True))
+        params += (run_id, seq, *[list(c) for i, c in enumerate(columns) if i != 1])
+    key = save_at_once_key(snapshot, len(rows), plan.run_changed)
+    ((hwm, _, inserted),) = yield Stmt(key, params)
     if inserted:
-        return Saved(record.seq)
+        return Saved(seq)
     if hwm != plan.expected_hwm:
         raise StaleBaseError(run_id, plan.expected_hwm, hwm)
     return Saved(None)  # the base's chain is gone: write a snapshot

@@ -151,32 +151,64 @@ _TEMPLATES = {
 # autocommit statement, one round trip. Every write is conditional on `ok`, so
 # a stale base writes nothing; FOR UPDATE makes a concurrent writer wait and then
 # see the new high-water seq (READ COMMITTED re-checks the locked row).
+#
+# One statement per shape, so each carries only what that save writes: a snapshot
+# checks no base chain and writes no node rows; a delta of one node sends it as
+# plain values (dumping 11 one-element arrays cost psycopg ~40 us a save); the run
+# row only when its fields changed. ``save_at_once_key`` names the statement, and
+# ``_programs.save_at_once`` passes parameters in the order of the parts below.
 _NODE_ARRAYS = ("node_id text", "status text", "attempt int", "error text", "started_at float8",
                 "finished_at float8", "deps text", "serializer text", "output bytea",
                 "checksum text", "fingerprint text")  # fmt: skip
-SAVE_AT_ONCE = (
-    "WITH lock AS (SELECT GREATEST(r.last_seq, COALESCE((SELECT MAX(seq) FROM {cp} m "
-    "WHERE m.run_id = r.run_id), 0)) AS last_seq, {found} AS n FROM {runs} r WHERE r.run_id = ? "
-    "FOR UPDATE OF r), "
-    "ok AS (SELECT 1 FROM lock WHERE last_seq = ? AND n = ?), "
-    "run AS (UPDATE {runs} SET status = ?, attempt = ?, started_at = ?, ended_at = ?, "
-    "error = ?, graph_fingerprint = ?, last_seq = ?, updated_at = ? WHERE run_id = ? "
-    "AND ?::boolean AND EXISTS (SELECT 1 FROM ok) RETURNING 1), "
-    "cp AS (INSERT INTO {cp} ({h}, state, retired) SELECT {marks}, 0 "
-    "WHERE EXISTS (SELECT 1 FROM ok) RETURNING 1), "
-    "snap AS (INSERT INTO {snaps} (run_id, seq, nodes) SELECT ?, ?, ?::bytea "
-    "WHERE ?::bytea IS NOT NULL AND EXISTS (SELECT 1 FROM ok)), "
-    "nodes AS (INSERT INTO {nodes} (run_id, {n}) SELECT ?, u.node_id, ?, u.status, u.attempt, "
-    "u.error, u.started_at, u.finished_at, u.deps, u.serializer, u.output, u.checksum, "
-    "u.fingerprint "
-    "FROM unnest({arrays}) AS u({names}) WHERE EXISTS (SELECT 1 FROM ok)) "
-    "SELECT (SELECT last_seq FROM lock), (SELECT n FROM lock), (SELECT COUNT(*) FROM cp)"
-).format(
-    cp=CHECKPOINTS, runs=RUNS, nodes=NODES, snaps=SNAPSHOTS, h=_H, n=_N, marks=_marks(18),
-    found=_BASE_FOUND,
-    arrays=", ".join(f"?::{a.split()[1]}[]" for a in _NODE_ARRAYS),
-    names=", ".join(a.split()[0] for a in _NODE_ARRAYS),
-)  # fmt: skip
+_OK = "WHERE EXISTS (SELECT 1 FROM ok)"
+
+
+def _save_at_once(snapshot: bool, nodes: Literal["0", "1", "n"], run: bool) -> str:
+    found = "2" if snapshot else _BASE_FOUND  # a snapshot reads no base
+    parts = [
+        # lock: [parent, root,] run_id; ok: expected high-water seq
+        f"WITH lock AS (SELECT GREATEST(r.last_seq, COALESCE((SELECT MAX(seq) FROM {CHECKPOINTS} "
+        f"m WHERE m.run_id = r.run_id), 0)) AS last_seq, {found} AS n FROM {RUNS} r "
+        "WHERE r.run_id = ? FOR UPDATE OF r)",
+        "ok AS (SELECT 1 FROM lock WHERE last_seq = ? AND n = 2)",
+    ]
+    if run:  # status .. graph_fingerprint, last_seq, updated_at, run_id
+        parts.append(
+            f"run AS (UPDATE {RUNS} SET status = ?, attempt = ?, started_at = ?, ended_at = ?, "
+            "error = ?, graph_fingerprint = ?, last_seq = ?, updated_at = ? WHERE run_id = ? "
+            f"AND EXISTS (SELECT 1 FROM ok))"
+        )
+    # the header's 17 columns and the state
+    parts.append(f"cp AS (INSERT INTO {CHECKPOINTS} ({_H}, state, retired) "
+                 f"SELECT {_marks(18)}, 0 {_OK} RETURNING 1)")  # fmt: skip
+    if snapshot:  # run_id, seq, blob
+        parts.append(f"snap AS (INSERT INTO {SNAPSHOTS} (run_id, seq, nodes) "
+                     f"SELECT ?, ?, ?::bytea {_OK})")  # fmt: skip
+    if nodes == "1":  # run_id and the row's 12 columns
+        parts.append(f"nodes AS (INSERT INTO {NODES} (run_id, {_N}) SELECT {_marks(13)} {_OK})")
+    elif nodes == "n":  # run_id, seq, then one array per other column
+        arrays = ", ".join(f"?::{a.split()[1]}[]" for a in _NODE_ARRAYS)
+        names = ", ".join(a.split()[0] for a in _NODE_ARRAYS)
+        parts.append(
+            f"nodes AS (INSERT INTO {NODES} (run_id, {_N}) SELECT ?, u.node_id, ?, u.status, "
+            "u.attempt, u.error, u.started_at, u.finished_at, u.deps, u.serializer, u.output, "
+            f"u.checksum, u.fingerprint FROM unnest({arrays}) AS u({names}) {_OK})"
+        )
+    tail = " SELECT (SELECT last_seq FROM lock), (SELECT n FROM lock), (SELECT COUNT(*) FROM cp)"
+    return ", ".join(parts) + tail
+
+
+def save_at_once_key(snapshot: bool, rows: int, run: bool) -> str:
+    """The name of the one-statement save of this shape."""
+    return f"save_at_once.{'s' if snapshot else 'd'}{min(rows, 2)}{'r' if run else ''}"
+
+
+SAVE_AT_ONCE = {
+    save_at_once_key(snap, rows, run): _save_at_once(snap, ("0", "1", "n")[rows], run)
+    for snap in (True, False)
+    for rows in ((0,) if snap else (0, 1, 2))
+    for run in (True, False)
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +231,7 @@ def _build(name: Literal["sqlite", "postgresql"]) -> Dialect:
     json_list = ("SELECT jsonb_array_elements_text(?::jsonb)" if name == "postgresql"
                  else "SELECT value FROM json_each(?)")  # fmt: skip
     out = {}
-    templates = dict(_TEMPLATES, save_at_once=SAVE_AT_ONCE) if name == "postgresql" else _TEMPLATES
+    templates = {**_TEMPLATES, **SAVE_AT_ONCE} if name == "postgresql" else _TEMPLATES
     for key, text in templates.items():
         text = text.replace("{lock}", lock).replace("{greatest}", greatest)
         text = text.replace("{json_list}", json_list).replace("{least}", least)
