@@ -42,7 +42,9 @@ Benches (results file rows, ``group`` = sqlite or postgres):
 
 - ``peer_save``: every variant of both backends interleaved round by round,
   per K; p50 and p95 per save. pitstop rows record how many timed saves were
-  the policy's periodic full snapshot (``snapshot_every=50``).
+  the policy's periodic full snapshot (``snapshot_every=50``). A "raw insert"
+  variant per backend (``RawInsert``: one row, one commit, same driver and
+  durability) is interleaved with them as the floor, for scale.
 - ``peer_restore``: latest of 20 saves (a full one, then 19 one-node saves),
   written by one writer per backend and library, read by the sync and async
   readers: pitstop ``restore_checkpoint()`` by a new manager per sample (one
@@ -63,6 +65,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
+import sqlite3
 import time
 import uuid
 from collections.abc import Coroutine
@@ -320,6 +324,41 @@ class LangGraphAsync(_LangGraph):
         return self.loop.run_until_complete(timed())
 
 
+class RawInsert:
+    """The floor under any save, for scale: the changed node's output (JSON, encoded
+    untimed) inserted as one row and committed on the driver pitstop uses (stdlib
+    sqlite3 in WAL mode with synchronous=FULL; psycopg in autocommit), nothing else:
+    no lineage, no checksums, no bookkeeping."""
+
+    snapshots = 0
+
+    def __init__(self, conn: Any, what: str) -> None:
+        self.conn, self.what, self.seq = conn, what, 0
+        self.mark = "?" if isinstance(conn, sqlite3.Connection) else "%s"
+
+    def first(self, k: int) -> None:
+        self.conn.execute("CREATE TABLE raw (run_id TEXT, seq INTEGER, output BLOB, "
+                          "PRIMARY KEY (run_id, seq))".replace("BLOB", self._blob()))  # fmt: skip
+
+    def _blob(self) -> str:
+        return "BLOB" if self.mark == "?" else "bytea"
+
+    def save(self, i: int, output: dict[str, Any]) -> int:
+        data, self.seq = json.dumps(output).encode(), self.seq + 1
+        sql = f"INSERT INTO raw VALUES ({self.mark}, {self.mark}, {self.mark})"
+        t0 = time.perf_counter_ns()
+        if self.mark == "?":
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.execute(sql, ("save", self.seq, data))
+            self.conn.execute("COMMIT")
+        else:
+            self.conn.execute(sql, ("save", self.seq, data))
+        return time.perf_counter_ns() - t0
+
+    def restore(self, k: int) -> int:  # pragma: no cover - a save floor only
+        raise NotImplementedError
+
+
 # --- opening the stores and savers ------------------------------------------------------------
 
 
@@ -368,6 +407,18 @@ class Rig:
     def pitstop_pg(self, schema: str) -> SqlStore:
         assert self.pg_url is not None
         return self.stack.enter_context(SqlStore(self.pg_url, options=f"-c search_path={schema}"))
+
+    def raw_sqlite(self, name: str) -> RawInsert:
+        conn = sqlite3.connect(self.tmp / f"{name}.db", isolation_level=None)
+        self.stack.callback(conn.close)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        return RawInsert(conn, "sqlite3")
+
+    def raw_pg(self, schema: str) -> RawInsert:
+        conn = psycopg.connect(self.pg_conninfo(schema), autocommit=True)
+        self.stack.callback(conn.close)
+        return RawInsert(conn, "psycopg")
 
     def sqlite_saver(self, name: str) -> SqliteSaver:
         return self.stack.enter_context(SqliteSaver.from_conn_string(str(self.tmp / f"{name}.db")))
@@ -461,6 +512,8 @@ def test_peer_save(
             ("postgres", "pitstop async"): PitstopAsync(pg_async, "save", loop),
             ("postgres", "langgraph sync"): LangGraphSync(lg_pg, "save"),
             ("postgres", "langgraph async"): LangGraphAsync(lg_apg, "save", loop),
+            ("sqlite", "raw insert"): rig.raw_sqlite("raw"),
+            ("postgres", "raw insert"): rig.raw_pg(rig.schema()),
         }
         for subject in subjects.values():
             subject.first(k)
