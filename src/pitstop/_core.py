@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import threading
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from ._codec import (
     FORMAT_VERSION,
@@ -109,7 +112,7 @@ class SavePlan:
         if self.snapshot:
             # A snapshot's rows carry no checksum of their own (the blob's sha256 is the
             # manifest): a stale one from an earlier delta would be dead weight to read.
-            blob = snapshot_blob([row.replace(seq=seq, checksum="") for row in self.rows])
+            blob = snapshot_blob([_replace(row, seq=seq, checksum="") for row in self.rows])
             rows, manifest = [], hashlib.sha256(blob).hexdigest()
             written = count = len(self.rows)
         else:
@@ -128,6 +131,16 @@ class SavePlan:
         object.__setattr__(record, "checksum", record_checksum(record))
         self.record = record
         return self.record, rows
+
+
+_OUTPUT = operator.attrgetter("output")
+_replace = msgspec.structs.replace
+
+
+def _output_bytes(rows: Iterable[NodeRow]) -> int:
+    """The stored bytes of the outputs ``rows`` hold (in C-level passes: a small run
+    counts them at every save)."""
+    return sum(map(len, filter(None, map(_OUTPUT, rows))))
 
 
 class RunCore:
@@ -444,14 +457,16 @@ class RunCore:
             snapshot = snapshot or (
                 small > 0
                 and len(self.rows) <= SMALL_VIEW_ROWS
-                and sum(len(r.output or b"") for r in self.rows.values()) <= small
+                and _output_bytes(self.rows.values()) <= small
             )
             changed, self.dirty = self.dirty, set()
-            ids = sorted(self.rows if snapshot else changed)
-            rows = [self.rows[n] for n in ids]
-            refs = {r.output for r in rows if r.output is not None and is_ref(r.serializer)}
+            rows = list(map(self.rows.__getitem__, sorted(self.rows if snapshot else changed)))
+            # Only a run that stored a blob has rows referring to one (the bookkeeping
+            # keeps every blob its rows refer to).
+            refs = {r.output for r in rows if r.output is not None and is_ref(r.serializer)
+                    } if self.blobs else set()  # fmt: skip
             blobs = {d.hex(): self.blobs[d] for d in refs if d in self.blobs}
-        size = len(meta) + len(state or b"") + sum(len(r.output or b"") for r in rows)
+        size = len(meta) + len(state or b"") + _output_bytes(rows)
         header = dict(created_at=time.time(), trigger=trigger, label=label, node=node,
                       schema_version=FORMAT_VERSION, serializer=state_tag, metadata=meta,
                       state=state, size=size, payload_hash=payload_hash(meta, state))  # fmt: skip
