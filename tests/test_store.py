@@ -516,3 +516,34 @@ def test_every_shape_of_a_one_statement_postgres_save(
             info = m.run_info()  # as the last run-row write (d0r) left it
             assert info is not None and (info.status.value, info.attempt) == ("running", 4)
     assert set(used) == set(_queries.SAVE_AT_ONCE)  # every statement ran
+
+
+@pytest.mark.postgres
+def test_postgres_pool_bounds_its_connections_under_many_threads(pg_db: str) -> None:
+    import threading
+
+    errors: list[BaseException] = []
+    with SqlStore(pg_db, pool_size=2) as store:
+        backend = store._backend
+
+        def work(n: int) -> None:
+            try:
+                with SyncCheckpointManager(f"w{n}", store=store, enabled=True) as m:
+                    for i in range(15):
+                        m.on_node_finish(node_id="a", output=i)
+                        m.save_checkpoint()
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        opened = len(backend._all)  # type: ignore[union-attr]
+        assert 1 <= opened <= 2  # never more connections than the pool's size
+        for n in range(8):
+            m = SyncCheckpointManager(f"w{n}", store=store, enabled=True)
+            assert m.restore_checkpoint().completed == {"a": 14}
+    assert backend._all == []  # type: ignore[union-attr]
