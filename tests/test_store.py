@@ -485,7 +485,7 @@ def test_every_shape_of_a_one_statement_postgres_save(
             m.on_node_error(node_id="b", error="boom")
             m.on_node_start(node_id="c")
             m.save_checkpoint()  # d2
-            m.on_run_end(success=False, error=RuntimeError("boom"))  # d0r: the policy's save on failure
+            m.on_run_end(success=False, error=RuntimeError("boom"))  # d0r: the save on failure
             m.on_run_start(graph=graph)  # a new attempt: the run row changes again
             m.on_node_finish(node_id="c", output=3)
             m.save_checkpoint()  # s0r
