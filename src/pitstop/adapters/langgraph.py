@@ -27,9 +27,11 @@ Mapping (docs/adapters/langgraph.md has the whole story):
   tails onto the full value of the last snapshot (or full row) on its chain,
   which gives back the very bytes the serializer wrote;
 - the checkpoint index (thread, namespace, checkpoint id -> run, seq) and the
-  pending writes (with checksums) live in two tables of this module,
+  pending writes (with checksums) live in two tables of the adapter's own,
   ``pitstop_langgraph_checkpoints`` and ``pitstop_langgraph_writes``, created
-  on first use in the same database and written in the same transactions.
+  on first use in the same database and written in the same transactions
+  (``_langgraph_sql``; the encodings are in ``_langgraph_values``, the read side
+  in ``_langgraph_read``).
 
 Values are encoded by the saver's ``serde`` (LangGraph's ``JsonPlusSerializer``
 by default, or the one you pass), then stored through pitstop's ``Envelope``
@@ -42,20 +44,14 @@ manifests, the channel versions each value was written with); a mismatch raises
 from __future__ import annotations
 
 import asyncio
-import builtins
 import functools
-import hashlib
-import json
 import os
-import re
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
-import msgspec
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     WRITES_IDX_MAP,
@@ -64,126 +60,57 @@ from langgraph.checkpoint.base import (
     Checkpoint,
     CheckpointMetadata,
     CheckpointTuple,
-    PendingWrite,
     get_checkpoint_id,
     get_serializable_checkpoint_metadata,
-    writes_sort_key,
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from .._codec import FORMAT_VERSION, payload_hash, verify
+from .._codec import FORMAT_VERSION, payload_hash
 from .._core import RunFields, SavePlan
 from .._errors import CorruptCheckpoint, SerializationError, StoreError
-from .._ops import _gc_paused
 from .._records import NodeRow
-from .._serde import decode_metadata, encode_metadata
+from .._serde import encode_metadata
 from .._types import RunStatus, check_id
-from ..codecs._envelope import Envelope, parse
+from ..codecs._envelope import Envelope
 from ..storage._programs import Call, Txn
 from ..storage.sql import Store, open_store
+from ._langgraph_read import ReadSide
 from ._langgraph_sql import (
-    Found,
     Where,
     langgraph_delete_for_runs,
     langgraph_delete_thread,
     langgraph_get,
     langgraph_keep_latest,
-    langgraph_list,
     langgraph_put,
     langgraph_put_writes,
     langgraph_setup,
     langgraph_tables,
     langgraph_thread,
 )
+from ._langgraph_values import (
+    APPEND,
+    COMPLETED,
+    FULL,
+    MISSING,
+    PENDING,
+    Base,
+    Plan,
+    array_of,
+    changed_channels,
+    config_of,
+    run_id_of,
+    trigger_of,
+    version_text,
+    where_of,
+    write_checksum,
+)
 
-__all__ = ["PitstopSaver"]
+__all__ = ["PitstopSaver", "run_id_of"]
 
 R = TypeVar("R")
 
-FULL = "langgraph"
-"""Serializer tag of a row holding a whole value (LangGraph type + NUL + bytes)."""
-APPEND = "langgraph-append"
-"""Serializer tag of a row holding the items appended to a list (count + NUL + bytes)."""
-TRIGGER = "langgraph"
-_COMPLETED, _PENDING = "completed", "pending"
-_MISSING = object()
 
-# -- encodings --------------------------------------------------------------------------
-
-
-_CANON = msgspec.msgpack.Encoder()
-_DECODE_ROWS = msgspec.msgpack.Decoder(list[NodeRow])
-_ESCAPE = re.compile(r"[%/]")
-
-
-def run_id_of(thread_id: str, checkpoint_ns: str) -> str:
-    """The pitstop run of a LangGraph thread and namespace (``/`` and ``%`` escaped)."""
-
-    def esc(text: str) -> str:
-        return _ESCAPE.sub(lambda m: "%25" if m.group() == "%" else "%2F", text)
-
-    return check_id("run_id", f"langgraph/{esc(thread_id)}/{esc(checkpoint_ns)}")
-
-
-def _version_text(version: Any) -> str:
-    """A channel version as stored in its row's fingerprint (JSON: int and str stay apart)."""
-    return str(version) if type(version) is int else json.dumps(version, separators=(",", ":"))
-
-
-def _array(data: bytes) -> tuple[int, int] | None:
-    """(items, header length) when ``data`` starts with a msgpack array header in its
-    shortest form (the one ``_array_header`` writes back, so joining tails onto it gives
-    the very bytes the serializer wrote)."""
-    if not data:
-        return None
-    first = data[0]
-    if 0x90 <= first <= 0x9F:
-        n, head = first & 0x0F, 1
-    elif first == 0xDC and len(data) >= 3:
-        n, head = int.from_bytes(data[1:3], "big"), 3
-    elif first == 0xDD and len(data) >= 5:
-        n, head = int.from_bytes(data[1:5], "big"), 5
-    else:
-        return None
-    return (n, head) if len(_array_header(n)) == head else None
-
-
-def _array_header(n: int) -> bytes:
-    if n < 16:
-        return bytes((0x90 | n,))
-    if n < 1 << 16:
-        return b"\xdc" + n.to_bytes(2, "big")
-    return b"\xdd" + n.to_bytes(4, "big")
-
-
-def _write_checksum(parts: tuple[Any, ...]) -> str:
-    return hashlib.sha256(_CANON.encode(parts)).hexdigest()
-
-
-@dataclass(frozen=True, slots=True)
-class _Base:
-    """What this saver knows of a stored checkpoint, to write its children as deltas."""
-
-    checkpoint_id: str
-    seq: int
-    root_seq: int
-    since_snapshot: int
-    ids: frozenset[str]
-    """Node ids in the checkpoint's view (every channel its chain wrote)."""
-    versions: dict[str, Any]
-    lists: dict[str, tuple[int, bytes, int]]
-    """Channel -> (items, msgpack bytes, header length) of values that are msgpack arrays."""
-
-
-@dataclass(slots=True)
-class _Plan:
-    plan: SavePlan
-    ids: frozenset[str]
-    lists: dict[str, tuple[int, bytes, int]]
-    since_snapshot: int
-
-
-class PitstopSaver(BaseCheckpointSaver[int]):
+class PitstopSaver(ReadSide, BaseCheckpointSaver[int]):
     """LangGraph checkpoints in a pitstop store (SQLite, PostgreSQL or memory).
 
     Args:
@@ -221,7 +148,7 @@ class PitstopSaver(BaseCheckpointSaver[int]):
         self._envelope = envelope or Envelope()
         self._snapshot_every = snapshot_every
         self._cache_size = cache_size
-        self._cache: OrderedDict[tuple[str, str], _Base] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, str], Base] = OrderedDict()
         self._lock = threading.Lock()
         self._ready = False
         self._closed = False
@@ -288,7 +215,7 @@ class PitstopSaver(BaseCheckpointSaver[int]):
 
     # -- cache -------------------------------------------------------------------------
 
-    def _remember(self, run_id: str, base: _Base, drop: str | None = None) -> None:
+    def _remember(self, run_id: str, base: Base, drop: str | None = None) -> None:
         with self._lock:
             if drop is not None:
                 self._cache.pop((run_id, drop), None)
@@ -303,7 +230,7 @@ class PitstopSaver(BaseCheckpointSaver[int]):
             for key in [k for k in self._cache if k[0] in doomed]:
                 del self._cache[key]
 
-    def _base(self, run_id: str, checkpoint_id: str | None) -> _Base | None:
+    def _base(self, run_id: str, checkpoint_id: str | None) -> Base | None:
         if checkpoint_id is None:
             return None
         with self._lock:
@@ -340,9 +267,9 @@ class PitstopSaver(BaseCheckpointSaver[int]):
         where: Where,
         checkpoint: Checkpoint,
         new_versions: ChannelVersions,
-        base: _Base | None,
+        base: Base | None,
         header: dict[str, Any],
-    ) -> _Plan:
+    ) -> Plan:
         """Encode what this checkpoint writes: every channel (snapshot) or the changed ones."""
         versions = dict(checkpoint["channel_versions"])
         values = checkpoint["channel_values"]
@@ -355,7 +282,7 @@ class PitstopSaver(BaseCheckpointSaver[int]):
         else:
             old = base.versions
             changed = [ch for ch, v in versions.items()
-                       if ch in new_versions or old.get(ch, _MISSING) != v]  # fmt: skip
+                       if ch in new_versions or old.get(ch, MISSING) != v]  # fmt: skip
             removed = [ch for ch in old if ch not in versions]
             old_lists = base.lists
             lists = {ch: v for ch, v in old_lists.items() if ch in versions}
@@ -363,15 +290,15 @@ class PitstopSaver(BaseCheckpointSaver[int]):
         refs: dict[str, tuple[str, bytes]] = {}
         for ch in changed:
             check_id("channel", ch)
-            fp = _version_text(versions[ch])
+            fp = version_text(versions[ch])
             lists.pop(ch, None)
             if ch not in values:  # a versioned channel with no value (empty)
-                rows.append(NodeRow(ch, _PENDING, 0, None, None, None, (), FULL, None,
+                rows.append(NodeRow(ch, PENDING, 0, None, None, None, (), FULL, None,
                                     fingerprint=fp))  # fmt: skip
                 continue
             type_, data = self._dumps(f"channel {ch!r}", values[ch])
             tag, payload = FULL, type_.encode() + b"\x00" + data
-            arr = _array(data) if type_ == "msgpack" else None
+            arr = array_of(data) if type_ == "msgpack" else None
             if arr is not None:
                 lists[ch] = (arr[0], data, arr[1])
                 prev = old_lists.get(ch)
@@ -382,10 +309,10 @@ class PitstopSaver(BaseCheckpointSaver[int]):
                         tail = data[arr[1] + len(body) :]
                         tag, payload = APPEND, b"%d\x00" % (arr[0] - items) + tail
             tag, out = self._seal(tag, payload, refs)
-            rows.append(NodeRow(ch, _COMPLETED, 0, None, None, None, (), tag, out,
+            rows.append(NodeRow(ch, COMPLETED, 0, None, None, None, (), tag, out,
                                 fingerprint=fp))  # fmt: skip
         for ch in removed:  # gone from the checkpoint: a tombstone keeps deltas small
-            rows.append(NodeRow(ch, _PENDING, 0, None, None, None, (), FULL, None))
+            rows.append(NodeRow(ch, PENDING, 0, None, None, None, (), FULL, None))
         written = frozenset(r.node_id for r in rows)
         ids = written if snapshot or base is None else base.ids | written
         size = len(header["metadata"]) + len(header["state"] or b"")
@@ -401,7 +328,7 @@ class PitstopSaver(BaseCheckpointSaver[int]):
             refs=tuple(sorted(refs)), blobs=refs,
         )  # fmt: skip
         since = 0 if snapshot or base is None else base.since_snapshot + 1
-        return _Plan(plan, ids, lists, since)
+        return Plan(plan, ids, lists, since)
 
     # -- sync API ----------------------------------------------------------------------
 
@@ -419,7 +346,7 @@ class PitstopSaver(BaseCheckpointSaver[int]):
                 is not plain JSON; nothing is written.
             StoreError: the backend failed; nothing is written.
         """
-        where = _where(config)
+        where = where_of(config)
         parent_id = get_checkpoint_id(config)
         checkpoint_id = str(checkpoint["id"])
         meta_dict = dict(get_serializable_checkpoint_metadata(config, metadata))
@@ -429,7 +356,7 @@ class PitstopSaver(BaseCheckpointSaver[int]):
             "checkpoint", {"checkpoint": rest, "parent": parent_id}
         )
         sealed = self._envelope.seal(FULL, state_type.encode() + b"\x00" + state_data, dedup=False)
-        header = dict(created_at=time.time(), trigger=_trigger(meta_dict), label=checkpoint_id,
+        header = dict(created_at=time.time(), trigger=trigger_of(meta_dict), label=checkpoint_id,
                       node=None, schema_version=FORMAT_VERSION, serializer=sealed.tag,
                       metadata=meta, state=sealed.data,
                       payload_hash=payload_hash(meta, sealed.data))  # fmt: skip
@@ -448,10 +375,10 @@ class PitstopSaver(BaseCheckpointSaver[int]):
         if record is None:
             raise StoreError(f"run {where.run_id!r}: the save did not finalize its checkpoint")
         versions = dict(checkpoint["channel_versions"])
-        self._remember(where.run_id, _Base(checkpoint_id, seq, record.root_seq,
+        self._remember(where.run_id, Base(checkpoint_id, seq, record.root_seq,
                                            planned.since_snapshot, planned.ids, versions,
                                            planned.lists), drop=parent_id)  # fmt: skip
-        return _config(where, checkpoint_id)
+        return config_of(where, checkpoint_id)
 
     def put_writes(
         self,
@@ -465,7 +392,7 @@ class PitstopSaver(BaseCheckpointSaver[int]):
         A write of a special channel (error, interrupt, ...) replaces an earlier one;
         others are kept as first written (LangGraph's rule).
         """
-        where = _where(config)
+        where = where_of(config)
         checkpoint_id = get_checkpoint_id(config)
         if checkpoint_id is None:
             raise ValueError("put_writes needs config['configurable']['checkpoint_id']")
@@ -477,13 +404,13 @@ class PitstopSaver(BaseCheckpointSaver[int]):
             recipe = sealed.tag[2:]
             parts = (where.thread_id, where.ns, checkpoint_id, str(task_id), idx, channel,
                      task_path, type_, recipe, sealed.data)  # fmt: skip
-            rows.append((*parts, _write_checksum(parts)))
+            rows.append((*parts, write_checksum(parts)))
         replace = all(w[0] in WRITES_IDX_MAP for w in writes)
         self._run(langgraph_put_writes, rows, replace, write=True)
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """The checkpoint ``config`` names (its latest when it names no id), verified."""
-        where = _where(config)
+        where = where_of(config)
         found = self._run(langgraph_get, where, get_checkpoint_id(config))
         if found is None:
             return None
@@ -562,18 +489,18 @@ class PitstopSaver(BaseCheckpointSaver[int]):
                 config,
                 tup.checkpoint,
                 tup.metadata,
-                _changed(tup.checkpoint, before.checkpoint if same and before else None),
+                changed_channels(tup.checkpoint, before.checkpoint if same and before else None),
             )
             previous[ns] = tup
         rows = []
         for row in writes:
             parts = (*row[:9], b"" if row[9] is None else bytes(row[9]))
-            if _write_checksum(parts) != row[10]:
+            if write_checksum(parts) != row[10]:
                 raise CorruptCheckpoint(run_id_of(source, str(row[1])), 0,
                                         f"write {row[3]!r}/{row[4]} of checkpoint {row[2]!r} "
                                         "checksum mismatch")  # fmt: skip
             moved = (target, *parts[1:])
-            rows.append((*moved, _write_checksum(moved)))
+            rows.append((*moved, write_checksum(moved)))
         self._run(langgraph_put_writes, rows, False, write=True)
 
     # -- async API ---------------------------------------------------------------------
@@ -626,263 +553,3 @@ class PitstopSaver(BaseCheckpointSaver[int]):
         await self._hop(functools.partial(self.prune, strategy=strategy), thread_ids)
 
     # -- reads -------------------------------------------------------------------------
-
-    def _list_keys(
-        self,
-        config: RunnableConfig | None,
-        filter: dict[str, Any] | None,
-        before: RunnableConfig | None,
-        limit: int | None,
-    ) -> builtins.list[tuple[Where, str]]:
-        """Which checkpoints ``list`` returns, newest first (metadata filtered here)."""
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
-            raise TypeError(f"limit must be an int or None, got {type(limit).__name__}")
-        params: list[Any] = []
-        scope, by_id = "all", False
-        if config is not None:
-            conf = config.get("configurable") or {}
-            if "thread_id" not in conf:
-                raise ValueError("config['configurable'] needs a 'thread_id'")
-            params.append(str(conf["thread_id"]))
-            scope = "thread"
-            if conf.get("checkpoint_ns") is not None:
-                params.append(str(conf["checkpoint_ns"]))
-                scope = "ns"
-            if checkpoint_id := get_checkpoint_id(config):
-                params.append(checkpoint_id)
-                by_id = True
-        cursor = None if before is None else get_checkpoint_id(before)
-        if cursor is not None:
-            params.append(cursor)
-        key = f"langgraph_list_{scope}_{int(by_id)}_{int(cursor is not None)}"
-        rows = self._run(langgraph_list, key, tuple(params))
-        out: builtins.list[tuple[Where, str]] = []
-        for thread_id, ns, checkpoint_id, run_id, seq, meta in rows:
-            if limit is not None and len(out) >= limit:
-                break
-            if filter:
-                try:
-                    found = decode_metadata(bytes(meta))
-                except ValueError as exc:
-                    raise CorruptCheckpoint(run_id, seq, f"damaged metadata: {exc}") from exc
-                if not _contains(found, filter):
-                    continue
-            out.append((Where(thread_id, ns, run_id), checkpoint_id))
-        return out
-
-    def _get_listed(self, key: tuple[Where, str]) -> CheckpointTuple | None:
-        found = self._run(langgraph_get, key[0], key[1])
-        return None if found is None else self._build(found, remember=False)
-
-    def _open(
-        self, row: NodeRow, blobs: Mapping[bytes, tuple[str, bytes]], what: str
-    ) -> tuple[str, bytes]:
-        """(serializer name, plain payload) of a stored row."""
-        ser, _, ref = parse(row.serializer)
-        out = row.output or b""
-        if not ref:
-            return self._envelope.open(row.serializer, out)
-        found = blobs.get(out)
-        if found is None:
-            raise ValueError(f"{what}: its blob is missing")
-        recipe, stored = found
-        plain = self._envelope.open_blob(ser, recipe, stored)
-        if self._envelope.digest_of(recipe, plain) != out:
-            raise ValueError(f"{what}: its blob does not match its digest")
-        return ser, plain
-
-    def _build(self, found: Found, *, remember: bool) -> CheckpointTuple:
-        """Verify a loaded checkpoint and decode it into a CheckpointTuple."""
-        loaded, where, seq = found.loaded, found.where, found.seq
-        record = loaded.record
-        view = verify(record, loaded.chain, loaded.rows, seq)
-        run_id = where.run_id
-
-        def corrupt(reason: str) -> CorruptCheckpoint:
-            return CorruptCheckpoint(run_id, seq, reason)
-
-        try:
-            meta = decode_metadata(record.metadata)
-            if record.state is None:
-                raise ValueError("the checkpoint has no state")
-            ser, plain = self._envelope.open(record.serializer, record.state)
-            type_, sep, data = plain.partition(b"\x00")
-            if ser != FULL or not sep:
-                raise ValueError(f"state written by {ser!r}, not {FULL!r}")
-        except ValueError as exc:
-            raise corrupt(str(exc)) from exc
-        state = self._loads("checkpoint", type_.decode(), data)
-        if not isinstance(state, dict) or not isinstance(state.get("checkpoint"), dict):
-            raise corrupt("the state is not a LangGraph checkpoint")
-        head: dict[str, Any] = dict(state["checkpoint"])
-        if head.get("id") != found.checkpoint_id:
-            raise corrupt(f"indexed as {found.checkpoint_id!r}, the state says {head.get('id')!r}")
-        parent_id = state.get("parent")
-        versions: dict[str, Any] = dict(head.get("channel_versions") or {})
-        with _gc_paused():  # decoding allocates many objects that all survive
-            values, lists = self._values(found, view, versions, corrupt)
-        head["channel_values"] = values
-        if remember:
-            chain = loaded.chain
-            base = _Base(found.checkpoint_id, seq, record.root_seq, len(chain) - 1,
-                         frozenset(view), versions, lists)  # fmt: skip
-            self._remember(run_id, base)
-        writes = self._pending_writes(found, corrupt)
-        parent = None if parent_id is None else _config(where, str(parent_id))
-        return CheckpointTuple(
-            _config(where, found.checkpoint_id),
-            cast(Checkpoint, head),
-            cast(CheckpointMetadata, meta),
-            parent,
-            writes,
-        )
-
-    def _values(
-        self,
-        found: Found,
-        view: Mapping[str, NodeRow],
-        versions: Mapping[str, Any],
-        corrupt: Callable[[str], CorruptCheckpoint],
-    ) -> tuple[dict[str, Any], dict[str, tuple[int, bytes, int]]]:
-        loaded = found.loaded
-        by_node: dict[str, list[NodeRow]] = {}
-        for stored in sorted(loaded.rows, key=lambda r: r.seq):
-            by_node.setdefault(stored.node_id, []).append(stored)
-        values: dict[str, Any] = {}
-        lists: dict[str, tuple[int, bytes, int]] = {}
-        for ch, version in versions.items():
-            row = view.get(ch)
-            if row is None:
-                raise corrupt(f"channel {ch!r} has no stored value")
-            if row.fingerprint != _version_text(version):
-                raise corrupt(f"channel {ch!r} was stored at version {row.fingerprint}, "
-                              f"the checkpoint names {_version_text(version)}")  # fmt: skip
-            if row.status == _PENDING:
-                continue  # versioned but empty
-            what = f"channel {ch!r} (written at seq {row.seq})"
-            try:
-                ser, plain = self._open(row, loaded.blobs, what)
-                if ser == FULL:
-                    type_b, sep, data = plain.partition(b"\x00")
-                    if not sep:
-                        raise ValueError(f"{what}: no type")
-                    type_ = type_b.decode()
-                elif ser == APPEND:
-                    type_, data = "msgpack", self._join(found, ch, row, plain, by_node, what)
-                else:
-                    raise ValueError(f"{what}: written by {ser!r}")
-            except (ValueError, msgspec.DecodeError) as exc:
-                raise corrupt(str(exc)) from exc
-            values[ch] = self._loads(f"channel {ch!r}", type_, data)
-            if type_ == "msgpack" and (arr := _array(data)) is not None:
-                lists[ch] = (arr[0], data, arr[1])
-        return values, lists
-
-    def _join(
-        self,
-        found: Found,
-        ch: str,
-        row: NodeRow,
-        plain: bytes,
-        by_node: Mapping[str, builtins.list[NodeRow]],
-        what: str,
-    ) -> bytes:
-        """A list stored as tails: walk back along the chain to its last full value (a
-        delta's row, else the root snapshot's) and join the items, oldest first."""
-        loaded = found.loaded
-        earlier = [r for r in by_node.get(ch, ()) if r.seq < row.seq]
-        tails: builtins.list[tuple[int, bytes]] = []
-        ser, from_snapshot = APPEND, False
-        while ser == APPEND:
-            count, sep, tail = plain.partition(b"\x00")
-            if not sep or not count.isdigit():
-                raise ValueError(f"{what}: damaged tail")
-            tails.append((int(count), tail))
-            if earlier:
-                row = earlier.pop()
-            elif not from_snapshot:
-                from_snapshot = True
-                snapshot = _DECODE_ROWS.decode(loaded.chain[0].snapshot or b"")
-                found_row = next((r for r in snapshot if r.node_id == ch), None)
-                if found_row is None:
-                    raise ValueError(f"{what}: the list it extends is missing")
-                row = found_row
-            else:
-                raise ValueError(f"{what}: the list it extends is missing")
-            ser, plain = self._open(row, loaded.blobs, what)
-        base_type, _, base = plain.partition(b"\x00")
-        arr = _array(base)
-        if ser != FULL or row.status != _COMPLETED or base_type != b"msgpack" or arr is None:
-            raise ValueError(f"{what}: it extends a value that is not a stored list")
-        head = _array_header(arr[0] + sum(c for c, _ in tails))
-        parts: builtins.list[bytes | memoryview] = [head, memoryview(base)[arr[1] :]]
-        parts.extend(t for _, t in reversed(tails))
-        return b"".join(parts)
-
-    def _pending_writes(
-        self, found: Found, corrupt: Callable[[str], CorruptCheckpoint]
-    ) -> builtins.list[PendingWrite]:
-        where = found.where
-        out: list[tuple[tuple[str, str, int], PendingWrite]] = []
-        for task_id, idx, channel, task_path, type_, recipe, value, checksum in found.writes:
-            data = bytes(value) if value is not None else b""
-            parts = (where.thread_id, where.ns, found.checkpoint_id, task_id, idx, channel,
-                     task_path, type_, recipe, data)  # fmt: skip
-            if _write_checksum(parts) != checksum:
-                raise corrupt(f"pending write {task_id!r}/{idx} ({channel!r}) checksum mismatch")
-            plain = self._envelope.open(f"w+{recipe}" if recipe else "w", data)[1]
-            decoded = self._loads(f"write of task {task_id!r} to {channel!r}", type_, plain)
-            out.append((writes_sort_key(task_path, task_id, idx), (task_id, channel, decoded)))
-        out.sort(key=lambda item: item[0])
-        return [w for _, w in out]
-
-
-# -- helpers ----------------------------------------------------------------------------
-
-
-def _where(config: RunnableConfig) -> Where:
-    conf = config.get("configurable") or {}
-    if "thread_id" not in conf:
-        raise ValueError("config['configurable'] needs a 'thread_id'")
-    thread_id = str(conf["thread_id"])
-    ns = str(conf.get("checkpoint_ns") or "")
-    return Where(thread_id, ns, run_id_of(thread_id, ns))
-
-
-def _config(where: Where, checkpoint_id: str) -> RunnableConfig:
-    return {"configurable": {"thread_id": where.thread_id, "checkpoint_ns": where.ns,
-                             "checkpoint_id": checkpoint_id}}  # fmt: skip
-
-
-def _trigger(meta: Mapping[str, Any]) -> str:
-    source = meta.get("source")
-    return f"{TRIGGER}.{source}" if isinstance(source, str) and source else TRIGGER
-
-
-def _contains(found: Any, wanted: Any) -> bool:
-    """PostgreSQL ``@>`` on JSON for dicts (every key present, recursively); equality else
-    (``1 == 1.0`` as JSON numbers, but ``True`` is not ``1``)."""
-    if isinstance(wanted, dict):
-        return isinstance(found, dict) and all(
-            k in found and _contains(found[k], v) for k, v in wanted.items()
-        )
-    if isinstance(wanted, bool) or isinstance(found, bool):
-        return type(found) is type(wanted) and found == wanted
-    return bool(found == wanted)
-
-
-def _changed(new: Checkpoint, old: Checkpoint | None) -> ChannelVersions:
-    """Channels of ``new`` whose version or value differs from ``old`` (all without one)."""
-    versions = new["channel_versions"]
-    if old is None:
-        return dict(versions)
-    out: ChannelVersions = {}
-    ov, vals, ovals = old["channel_versions"], new["channel_values"], old["channel_values"]
-    for ch, v in versions.items():
-        try:
-            same = ov.get(ch, _MISSING) == v and vals.get(ch, _MISSING) == ovals.get(ch, _MISSING)
-        except Exception:  # values that cannot be compared are copied
-            same = False
-        if not same:
-            out[ch] = v
-    return out
