@@ -52,7 +52,6 @@ import dataclasses
 import hashlib
 import logging
 import re
-import types
 import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
@@ -67,8 +66,10 @@ try:
     from pydantic_graph.id_types import NodeID
     from pydantic_graph.join import Join
     from pydantic_graph.node import EndNode, Fork, StartNode
-    from pydantic_graph.paths import DestinationMarker, LabelMarker, Path, TransformMarker
-    from pydantic_graph.step import NodeStep, Step
+    from pydantic_graph.step import Step
+
+    # It imports pydantic_graph.paths and .step: inside the version check too.
+    from ._pydantic_graph_digest import digest, paths_digest, step_fingerprints
 except ImportError as exc:  # pragma: no cover - depends on the installed runner
     raise ImportError(
         "pitstop.adapters.pydantic_graph needs pydantic-graph >= 2.0 (GraphBuilder, "
@@ -331,9 +332,9 @@ class _Run:
     async def execute(self) -> Any:
         hooks, run_id = self.hooks, self.mgr.run_id
         resumable = await hooks.can_resume()
-        edges = _paths_digest(self.graph.edges_by_source.get(StartNode.id, []))
+        edges = paths_digest(self.graph.edges_by_source.get(StartNode.id, []))
         if self.fingerprint is not None:
-            run_fp = _digest(_VERSION, "named", self.fingerprint, edges)
+            run_fp = digest(_VERSION, "named", self.fingerprint, edges)
         else:
             known = _INITIAL_STATES.get(self.mgr)
             if resumable and known is not None and known[0] == run_id:
@@ -341,7 +342,7 @@ class _Run:
             else:
                 initial = self._encoded("the initial state", self.state)
             _INITIAL_STATES[self.mgr] = (run_id, initial)
-            run_fp = _digest(_VERSION, self._encoded("the graph inputs", self.inputs), initial,
+            run_fp = digest(_VERSION, self._encoded("the graph inputs", self.inputs), initial,
                              edges)  # fmt: skip
         index, chain_fp, frontier = 0, run_fp, None
         if resumable:
@@ -368,7 +369,7 @@ class _Run:
                         continue
                     index += 1
                     nid = node_id(index, step_id)
-                    chain_fp = _digest(chain_fp, self.step_fps[step_id])
+                    chain_fp = digest(chain_fp, self.step_fps[step_id])
                     if step_id in self.before and nid not in self.before:
                         await self._save_before(nid)
                     await hooks.node_start(nid)
@@ -408,7 +409,7 @@ class _Run:
         chain = self._chain(head)
         fps, fp = {}, run_fp
         for step_id, nid in chain:
-            fp = _digest(fp, self.step_fps.get(step_id, f"missing step {step_id!r}"))
+            fp = digest(fp, self.step_fps.get(step_id, f"missing step {step_id!r}"))
             fps[nid] = fp
         cp = await self.hooks.restore(head.seq, fps)
         done = cp.completed
@@ -525,108 +526,3 @@ def _restore_into(target: Any, saved: Any, run_id: str, seq: int) -> None:
     else:
         target.__dict__.clear()
         target.__dict__.update(saved.__dict__)
-
-
-def step_fingerprints(graph: Graph) -> dict[str, str]:
-    """Step id -> a digest of the step's code and outgoing edges (what resume compares)."""
-    out = {}
-    for key, node in graph.nodes.items():
-        if isinstance(node, NodeStep):
-            code = _class_digest(node.node_type)
-        elif isinstance(node, Step):
-            code = _callable_digest(node.call, set())
-        else:
-            continue
-        out[str(key)] = _digest(code, _paths_digest(graph.edges_by_source.get(key, [])))
-    return out
-
-
-def _digest(*parts: str) -> str:
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
-
-
-def _paths_digest(paths: Sequence[Path]) -> str:
-    items: list[str] = []
-    for path in paths:
-        for item in path.items:
-            if isinstance(item, DestinationMarker):
-                items.append(f"to {item.destination_id}")
-            elif isinstance(item, LabelMarker):
-                items.append(f"label {item.label}")
-            elif isinstance(item, TransformMarker):
-                items.append(f"transform {_callable_digest(item.transform, set())}")
-            else:  # forks are refused before this is asked
-                items.append(type(item).__name__)
-        items.append("|")
-    return _digest(*items)
-
-
-def _const(value: Any, seen: set[int]) -> str:
-    """A constant of compiled code as stable text (frozensets sorted: str hashing is salted)."""
-    if isinstance(value, types.CodeType):
-        return _code_digest(value, seen)
-    if isinstance(value, frozenset):
-        return "frozenset(" + ",".join(sorted(_const(v, seen) for v in value)) + ")"
-    if isinstance(value, tuple):
-        return "(" + ",".join(_const(v, seen) for v in value) + ")"
-    return repr(value)
-
-
-def _code_digest(code: types.CodeType, seen: set[int]) -> str:
-    # Bytecode, constants and names: not line numbers, so moving code or editing
-    # comments changes nothing. Another Python version compiles differently: it
-    # counts as a change.
-    consts = ",".join(_const(c, seen) for c in code.co_consts)
-    names, local = ",".join(code.co_names), ",".join(code.co_varnames)
-    return _digest(code.co_name, code.co_code.hex(), names, local, consts)
-
-
-def _callable_digest(fn: Any, seen: set[int]) -> str:
-    """A function's code, its defaults, the functions it closes over and the same-module
-    functions it calls by name (recursively; cycles cut)."""
-    fn = getattr(fn, "__func__", fn)  # bound methods, staticmethod, classmethod
-    if isinstance(fn, property):
-        return _digest(*(_callable_digest(f, seen) for f in (fn.fget, fn.fset) if f is not None))
-    if not isinstance(fn, types.FunctionType):
-        call = getattr(type(fn), "__call__", None)  # noqa: B004 - a callable object's class
-        if isinstance(call, types.FunctionType):
-            return _callable_digest(call, seen)
-        return f"<{getattr(fn, '__qualname__', type(fn).__qualname__)}>"
-    if id(fn) in seen:
-        return f"<{fn.__qualname__}>"
-    seen.add(id(fn))
-    parts = [fn.__qualname__, _code_digest(fn.__code__, seen), _const(fn.__defaults__, seen)]
-    for cell in fn.__closure__ or ():
-        try:
-            inner = cell.cell_contents
-        except ValueError:  # an empty cell
-            continue
-        if isinstance(inner, types.FunctionType):
-            parts.append(_callable_digest(inner, seen))
-    for name in fn.__code__.co_names:
-        used = fn.__globals__.get(name)
-        if isinstance(used, types.FunctionType) and used.__module__ == fn.__module__:
-            parts.append(_callable_digest(used, seen))
-    return _digest(*parts)
-
-
-_RUNNER_MODULES = ("builtins", "abc", "typing", "pydantic_graph", "pydantic")
-
-
-def _class_digest(cls: type) -> str:
-    """A ``BaseNode`` class: its methods and fields, and those of its own base classes."""
-    parts: list[str] = []
-    seen: set[int] = set()
-    for klass in cls.__mro__:
-        module = klass.__module__
-        if module.split(".")[0] in _RUNNER_MODULES:
-            continue
-        parts.append(klass.__qualname__)
-        for name, attr in sorted(vars(klass).items()):
-            if isinstance(attr, staticmethod | classmethod):
-                attr = attr.__func__
-            if isinstance(attr, types.FunctionType | property):
-                parts.append(f"{name}={_callable_digest(attr, seen)}")
-        fields: Mapping[str, Any] = getattr(klass, "__dataclass_fields__", {})
-        parts.extend(f"field {name}: {f.type}" for name, f in fields.items())
-    return _digest(*parts)
