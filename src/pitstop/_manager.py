@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 
 from ._context import AsyncClosing
 from ._errors import EventLoopMismatch
-from ._ops import DEFAULT_STORE, ManagerBase, Program, ProgramFn, Work
+from ._ops import DEFAULT_STORE, ManagerBase
+from ._program import Program, ProgramFn, Work
 
 __all__ = ["DEFAULT_STORE", "CheckpointManager"]
 

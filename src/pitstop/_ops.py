@@ -10,32 +10,23 @@ unless a policy makes a save due.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
-import gc
 import os
 import time
 import uuid
 from collections.abc import (
     Callable,
     Collection,
-    Coroutine,
-    Generator,
     Iterable,
-    Iterator,
     Mapping,
 )
 from typing import (
     TYPE_CHECKING,
     Any,
     ClassVar,
-    Concatenate,
-    Generic,
     ParamSpec,
-    Self,
     TypeVar,
     cast,
-    overload,
 )
 
 from ._codec import decode_checkpoint, verify
@@ -49,6 +40,7 @@ from ._errors import (
 )
 from ._events import ERROR, LOAD, PRUNE, RESUME, SAVE, CheckpointEvent, Observer, emit
 from ._policy import CheckpointPolicy
+from ._program import Program, ProgramFn, Work, gc_paused, is_large, op
 from ._records import NodeRow
 from ._serde import JsonSerializer, Serializer
 from ._types import (
@@ -66,80 +58,16 @@ from .storage._programs import Call
 from .storage._urls import parse_target
 
 if TYPE_CHECKING:
-    from ._manager import CheckpointManager
-    from ._sync import SyncCheckpointManager
     from .storage.sql import Store
 
 P_ = ParamSpec("P_")
 R = TypeVar("R")
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Work(Generic[R]):
-    """CPU work a program asks for (encoding a large output): the async twin runs it
-    on a worker thread so the event loop keeps running; the sync twin just calls it."""
-
-    fn: Callable[..., R]
-    args: tuple[Any, ...]
-
-
-Program = Generator["Call[Any] | Work[Any]", Any, R]
-ProgramFn = Callable[..., "Program[Any] | None"]
-
-
-class op(Generic[P_, R]):
-    """Declares, once, a manager method that runs a program.
-
-    Each twin turns every declared op into its own kind of method when it is
-    defined (``ManagerBase.__init_subclass__`` calls the twin's ``_method``):
-    a plain function for the sync twin, a coroutine function for the async one.
-    The overloads tell type checkers what each twin's method looks like.
-    """
-
-    def __init__(self, program: Callable[Concatenate[ManagerBase, P_], Program[R] | None]) -> None:
-        self.program = program
-
-    def __set_name__(self, owner: type[ManagerBase], name: str) -> None:
-        owner._OPS[name] = self.program
-
-    @overload
-    def __get__(self, obj: None, owner: type[Any]) -> Self: ...
-    @overload
-    def __get__(self, obj: SyncCheckpointManager, owner: type[Any]) -> Callable[P_, R]: ...
-    @overload
-    def __get__(
-        self, obj: CheckpointManager, owner: type[Any]
-    ) -> Callable[P_, Coroutine[Any, Any, R]]: ...
-    def __get__(self, obj: object, owner: type[Any]) -> Any:
-        if obj is None:
-            return self
-        raise TypeError(f"{type(obj).__name__} is not a manager twin: use CheckpointManager "
-                        "or SyncCheckpointManager")  # fmt: skip
-
-
 DEFAULT_STORE = "pitstop.db"
 """SQLite file (relative to the working directory) used when no store is given."""
 
 _UNSET: Any = object()
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection while a restore builds its objects.
-
-    A restore of 10,000 nodes allocates tens of thousands of objects that all
-    survive; the collector would scan them again and again for nothing (measured
-    at K=10,000: p95 72-103 ms with it, 21-31 ms without). A collector the
-    caller turned off stays off.
-    """
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 def _seq(seq: object) -> int | None:
@@ -439,7 +367,7 @@ class ManagerBase:
             raise CheckpointingDisabled(self.run_id)
         started = time.perf_counter()
         loaded: P.Loaded = yield Call(P.load, (self.run_id, seq, outputs), False)
-        with _gc_paused():
+        with gc_paused():
             view = verify(loaded.record, loaded.chain, loaded.rows, seq)
             cp = decode_checkpoint(loaded.record, view, self._serializers, outputs=outputs,
                                    envelope=self._envelope, blobs=loaded.blobs)  # fmt: skip
@@ -656,29 +584,6 @@ class ManagerBase:
     on_node_error = op(_on_node_error)
     on_run_pause = op(_on_run_pause)
     on_run_end = op(_on_run_end)
-
-
-LARGE_ITEMS = 10_000
-"""Outputs with this many items (or array elements, or frame cells) count as large."""
-LARGE_BYTES = 1 << 20
-
-
-def is_large(value: Any) -> bool:
-    """A cheap guess (no walk) whether encoding ``value`` takes long enough to stall
-    an event loop: a big str/bytes, a long container (or one holding long
-    containers at its first level), a big array or frame."""
-    kind = type(value)
-    if kind is str or kind is bytes or kind is bytearray:
-        return len(value) >= LARGE_BYTES
-    if kind is list or kind is tuple or kind is dict or kind is set or kind is frozenset:
-        if len(value) >= LARGE_ITEMS:
-            return True
-        if len(value) > 64:
-            return False
-        items = value.values() if kind is dict else value
-        return sum(len(v) if hasattr(v, "__len__") else 1 for v in items) >= LARGE_ITEMS
-    size = getattr(value, "size", None)  # numpy arrays; pandas frames and series (cells)
-    return isinstance(size, int) and size >= LARGE_ITEMS
 
 
 def _without_stale(

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ._context import Closing
-from ._ops import ManagerBase, Program, ProgramFn, Work
+from ._ops import ManagerBase
+from ._program import Program, ProgramFn, Work
 
 R = TypeVar("R")
 

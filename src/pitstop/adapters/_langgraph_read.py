@@ -21,7 +21,7 @@ from langgraph.checkpoint.base import (
 
 from .._codec import verify
 from .._errors import CorruptCheckpoint
-from .._ops import _gc_paused
+from .._program import gc_paused
 from .._records import NodeRow
 from .._serde import decode_metadata
 from ..codecs._envelope import Envelope, parse
@@ -180,7 +180,7 @@ class ReadSide:
             raise corrupt(f"indexed as {found.checkpoint_id!r}, the state says {head.get('id')!r}")
         parent_id = state.get("parent")
         versions: dict[str, Any] = dict(head.get("channel_versions") or {})
-        with _gc_paused():  # decoding allocates many objects that all survive
+        with gc_paused():  # decoding allocates many objects that all survive
             values, lists = self._values(found, view, versions, corrupt)
         head["channel_values"] = values
         if remember:
