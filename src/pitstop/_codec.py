@@ -136,21 +136,21 @@ def _decode_snapshot(blob: bytes, manifest: str) -> list[NodeRow] | msgspec.Deco
     before anything decoded is used), the decode error when it matches but does not
     decode."""
     if len(blob) < HASH_BESIDE:
-        if hashlib.sha256(blob).hexdigest() != manifest:
-            return None
-        try:
-            return _DECODE_ROWS.decode(blob)
-        except msgspec.DecodeError as exc:
-            return exc
+        return _rows_of(blob) if hashlib.sha256(blob).hexdigest() == manifest else None
     hasher = _Hasher(blob)
     hasher.start()
     try:
-        rows: list[NodeRow] | msgspec.DecodeError = _DECODE_ROWS.decode(blob)
-    except msgspec.DecodeError as exc:
-        rows = exc
+        rows = _rows_of(blob)
     finally:
         hasher.join()
     return rows if hasher.hexdigest == manifest else None
+
+
+def _rows_of(blob: bytes) -> list[NodeRow] | msgspec.DecodeError:
+    try:
+        return _DECODE_ROWS.decode(blob)
+    except msgspec.DecodeError as exc:
+        return exc
 
 
 def verify(

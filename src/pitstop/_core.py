@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import operator
 import threading
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -20,6 +19,7 @@ from typing import Any
 import msgspec
 
 from ._codec import (
+    _OUTPUT,
     FORMAT_VERSION,
     manifest_hex,
     manifest_term,
@@ -133,7 +133,6 @@ class SavePlan:
         return self.record, rows
 
 
-_OUTPUT = operator.attrgetter("output")
 _replace = msgspec.structs.replace
 
 
@@ -461,10 +460,9 @@ class RunCore:
             )
             changed, self.dirty = self.dirty, set()
             rows = list(map(self.rows.__getitem__, sorted(self.rows if snapshot else changed)))
-            # Only a run that stored a blob has rows referring to one (the bookkeeping
-            # keeps every blob its rows refer to).
-            refs = {r.output for r in rows if r.output is not None and is_ref(r.serializer)
-                    } if self.blobs else set()  # fmt: skip
+            refs: set[bytes] = set()
+            if self.blobs:  # only a run that stored a blob has rows referring to one
+                refs = {r.output for r in rows if r.output is not None and is_ref(r.serializer)}
             blobs = {d.hex(): self.blobs[d] for d in refs if d in self.blobs}
         size = len(meta) + len(state or b"") + _output_bytes(rows)
         header = dict(created_at=time.time(), trigger=trigger, label=label, node=node,

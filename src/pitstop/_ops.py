@@ -24,8 +24,6 @@ from typing import (
     TYPE_CHECKING,
     Any,
     ClassVar,
-    ParamSpec,
-    TypeVar,
     cast,
 )
 
@@ -59,10 +57,6 @@ from .storage._urls import parse_target
 
 if TYPE_CHECKING:
     from .storage.sql import Store
-
-P_ = ParamSpec("P_")
-R = TypeVar("R")
-
 
 DEFAULT_STORE = "pitstop.db"
 """SQLite file (relative to the working directory) used when no store is given."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import msgspec
 from langchain_core.runnables import RunnableConfig
@@ -45,51 +45,20 @@ from ._langgraph_values import (
 R = TypeVar("R")
 
 
-class _Saver(Protocol):
-    """What the read side uses of the saver it is mixed into."""
-
-    _envelope: Envelope
-
-    def _run(self, program: Callable[..., Txn[R]], *args: Any, write: bool = False) -> R: ...
-
-    def _loads(self, what: str, type_: str, data: bytes) -> Any: ...
-
-    def _remember(self, run_id: str, base: Base, drop: str | None = None) -> None: ...
-
-    def _build(self, found: Found, *, remember: bool) -> CheckpointTuple: ...
-
-    def _open(
-        self, row: NodeRow, blobs: Mapping[bytes, tuple[str, bytes]], what: str
-    ) -> tuple[str, bytes]: ...
-
-    def _values(
-        self,
-        found: Found,
-        view: Mapping[str, NodeRow],
-        versions: Mapping[str, Any],
-        corrupt: Callable[[str], CorruptCheckpoint],
-    ) -> tuple[dict[str, Any], dict[str, tuple[int, bytes, int]]]: ...
-
-    def _join(
-        self,
-        found: Found,
-        ch: str,
-        row: NodeRow,
-        plain: bytes,
-        by_node: Mapping[str, builtins.list[NodeRow]],
-        what: str,
-    ) -> bytes: ...
-
-    def _pending_writes(
-        self, found: Found, corrupt: Callable[[str], CorruptCheckpoint]
-    ) -> builtins.list[PendingWrite]: ...
-
-
 class ReadSide:
     """Mixed into ``PitstopSaver``: its reads, apart from its writes."""
 
+    if TYPE_CHECKING:  # what the reads use of the saver, defined there
+        _envelope: Envelope
+
+        def _run(self, program: Callable[..., Txn[R]], *args: Any, write: bool = False) -> R: ...
+
+        def _loads(self, what: str, type_: str, data: bytes) -> Any: ...
+
+        def _remember(self, run_id: str, base: Base, drop: str | None = None) -> None: ...
+
     def _list_keys(
-        self: _Saver,
+        self,
         config: RunnableConfig | None,
         filter: dict[str, Any] | None,
         before: RunnableConfig | None,
@@ -131,12 +100,12 @@ class ReadSide:
             out.append((Where(thread_id, ns, run_id), checkpoint_id))
         return out
 
-    def _get_listed(self: _Saver, key: tuple[Where, str]) -> CheckpointTuple | None:
+    def _get_listed(self, key: tuple[Where, str]) -> CheckpointTuple | None:
         found = self._run(langgraph_get, key[0], key[1])
         return None if found is None else self._build(found, remember=False)
 
     def _open(
-        self: _Saver, row: NodeRow, blobs: Mapping[bytes, tuple[str, bytes]], what: str
+        self, row: NodeRow, blobs: Mapping[bytes, tuple[str, bytes]], what: str
     ) -> tuple[str, bytes]:
         """(serializer name, plain payload) of a stored row."""
         ser, _, ref = parse(row.serializer)
@@ -152,7 +121,7 @@ class ReadSide:
             raise ValueError(f"{what}: its blob does not match its digest")
         return ser, plain
 
-    def _build(self: _Saver, found: Found, *, remember: bool) -> CheckpointTuple:
+    def _build(self, found: Found, *, remember: bool) -> CheckpointTuple:
         """Verify a loaded checkpoint and decode it into a CheckpointTuple."""
         loaded, where, seq = found.loaded, found.where, found.seq
         record = loaded.record
@@ -199,7 +168,7 @@ class ReadSide:
         )
 
     def _values(
-        self: _Saver,
+        self,
         found: Found,
         view: Mapping[str, NodeRow],
         versions: Mapping[str, Any],
@@ -240,7 +209,7 @@ class ReadSide:
         return values, lists
 
     def _join(
-        self: _Saver,
+        self,
         found: Found,
         ch: str,
         row: NodeRow,
@@ -281,7 +250,7 @@ class ReadSide:
         return b"".join(parts)
 
     def _pending_writes(
-        self: _Saver, found: Found, corrupt: Callable[[str], CorruptCheckpoint]
+        self, found: Found, corrupt: Callable[[str], CorruptCheckpoint]
     ) -> builtins.list[PendingWrite]:
         where = found.where
         out: list[tuple[tuple[str, str, int], PendingWrite]] = []
