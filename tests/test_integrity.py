@@ -176,3 +176,42 @@ def test_snapshot_rows_carry_no_checksum_of_their_own() -> None:
         }
         assert dict(m.load_checkpoint().completed) == {"a": 1, "b": 2}
     store.close()
+
+
+def test_a_snapshot_row_with_an_unknown_status_is_damage() -> None:
+    # Bytes no pitstop wrote, under a matching hash: a row whose status is none of
+    # NodeStatus fails the decode (the field is a Literal), as unreadable.
+    import hashlib
+
+    from pitstop import _codec
+
+    with SyncCheckpointManager("r", store=_memory(), enabled=True) as m:
+        m.on_node_finish(node_id="a", output=1)
+        m.save_checkpoint()
+        loaded = m._get_store().execute(Call(P.load, ("r", None), False))
+        root = loaded.chain[0]
+        row = NodeRow("a", "completed", 1, None, None, 1.0, (), "typed", b"\x01")
+        blob = _codec.snapshot_blob([row]).replace(b"completed", b"completex")
+        object.__setattr__(root, "snapshot", blob)
+        object.__setattr__(root, "manifest", hashlib.sha256(blob).hexdigest())
+        object.__setattr__(root, "checksum", _codec.record_checksum(root))
+        with pytest.raises(CorruptCheckpoint, match="unreadable snapshot"):
+            verify(loaded.record, loaded.chain, loaded.rows, None)
+        m._release_store()
+
+
+def test_decoded_snapshot_rows_share_their_status_strings() -> None:
+    # A restore of 10,000 nodes allocates no status string per row: each row holds
+    # the one constant of its status.
+    from pitstop._records import COMPLETED, PENDING
+
+    with SyncCheckpointManager("r", store=_memory(), enabled=True) as m:
+        m.on_run_start(graph={f"n{i}": () for i in range(50)})
+        for i in range(25):
+            m.on_node_finish(node_id=f"n{i}", output=i)
+        assert m.save_checkpoint().snapshot
+        loaded = m._get_store().execute(Call(P.load, ("r", None), False))
+        view = verify(loaded.record, loaded.chain, loaded.rows, None)
+        assert [r.status for r in view.values()].count(COMPLETED) == 25
+        assert all(r.status is COMPLETED or r.status is PENDING for r in view.values())
+        m._release_store()

@@ -30,15 +30,14 @@ from ._codec import (
 )
 from ._errors import GraphMismatch, SerializationError
 from ._policy import CheckpointPolicy, PolicyClock, dag_levels
+from ._records import COMPLETED as _COMPLETED
+from ._records import FAILED as _FAILED
+from ._records import PENDING as _PENDING
+from ._records import RUNNING as _RUNNING
 from ._records import CheckpointRecord, NodeRow
 from ._serde import Serializer, encode_metadata
 from ._types import NodeState, NodeStatus, RunInfo, RunStatus, check_id
 from .codecs._envelope import Envelope, Sealed, is_ref
-
-_COMPLETED = NodeStatus.COMPLETED.value
-_RUNNING = NodeStatus.RUNNING.value
-_FAILED = NodeStatus.FAILED.value
-_PENDING = NodeStatus.PENDING.value
 
 
 def graph_fingerprint(graph: Mapping[str, Collection[str]]) -> str:

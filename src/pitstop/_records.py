@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, TypeAlias
 
 import msgspec
 
@@ -14,6 +14,17 @@ from ._types import CheckpointInfo
 
 _MAX_TIME = 253_402_300_800.0
 """Seconds since the epoch of year 10000: a stored time past it is damage, not a date."""
+
+
+StatusText: TypeAlias = Literal["pending", "running", "completed", "failed"]
+"""A ``NodeStatus`` value as stored. Typed as a Literal so that decoding a snapshot
+gives every row the one shared string of its status instead of a new one per row
+(10,000 strings, 0.6 MB, fewer to allocate at 10,000 nodes); an unknown status
+fails the decode like any other damage."""
+PENDING: StatusText = "pending"
+RUNNING: StatusText = "running"
+COMPLETED: StatusText = "completed"
+FAILED: StatusText = "failed"
 
 
 class NodeRow(msgspec.Struct, array_like=True, frozen=True, gc=False):
@@ -28,7 +39,7 @@ class NodeRow(msgspec.Struct, array_like=True, frozen=True, gc=False):
     """
 
     node_id: str
-    status: str
+    status: StatusText
     attempt: int
     error: str | None
     started_at: float | None

@@ -22,17 +22,15 @@ from langgraph.checkpoint.base import (
 from .._codec import verify
 from .._errors import CorruptCheckpoint
 from .._program import gc_paused
-from .._records import NodeRow
+from .._records import COMPLETED, PENDING, NodeRow
 from .._serde import decode_metadata
 from ..codecs._envelope import Envelope, parse
 from ..storage._programs import Txn
 from ._langgraph_sql import Found, Where, langgraph_get, langgraph_list
 from ._langgraph_values import (
     APPEND,
-    COMPLETED,
     DECODE_ROWS,
     FULL,
-    PENDING,
     Base,
     array_header,
     array_of,

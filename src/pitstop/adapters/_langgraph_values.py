@@ -24,7 +24,6 @@ FULL = "langgraph"
 APPEND = "langgraph-append"
 """Serializer tag of a row holding the items appended to a list (count + NUL + bytes)."""
 TRIGGER = "langgraph"
-COMPLETED, PENDING = "completed", "pending"
 MISSING = object()
 
 # -- encodings --------------------------------------------------------------------------

@@ -68,7 +68,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from .._codec import FORMAT_VERSION, payload_hash
 from .._core import RunFields, SavePlan
 from .._errors import CorruptCheckpoint, SerializationError, StoreError
-from .._records import NodeRow
+from .._records import COMPLETED, PENDING, NodeRow
 from .._serde import encode_metadata
 from .._types import RunStatus, check_id
 from ..codecs._envelope import Envelope
@@ -89,10 +89,8 @@ from ._langgraph_sql import (
 )
 from ._langgraph_values import (
     APPEND,
-    COMPLETED,
     FULL,
     MISSING,
-    PENDING,
     Base,
     Plan,
     array_of,
