@@ -44,6 +44,29 @@ def test_plan_finalize_commit_and_delta() -> None:
     assert record2.manifest == manifest_hex(sum(manifest_term(r.checksum) for r in rows2))
 
 
+def test_a_delta_counts_the_base_view_and_its_new_nodes() -> None:
+    # node_count is every row held when the plan is made: the base's nodes and the
+    # new ones it writes, not a node that arrives while it is being written.
+    c = core()
+    c.node_finished("a", 1)
+    c.node_finished("b", 2)
+    first = c.plan("manual", None, None, None)
+    first.finalize(1)
+    c.commit(first, 1)
+    c.node_finished("a", 3)  # in the base
+    c.node_started("c")  # new
+    delta = c.plan("manual", None, None, None)
+    c.node_started("d")  # arrives meanwhile: the next checkpoint's
+    record, rows = delta.finalize(2)
+    assert not delta.snapshot and [r.node_id for r in rows] == ["a", "c"]
+    assert (record.nodes_written, record.node_count) == (2, 3)
+    c.commit(delta, 2)
+    nxt = c.plan("manual", None, None, None)
+    record3, rows3 = nxt.finalize(3)
+    assert not nxt.snapshot and [r.node_id for r in rows3] == ["d"]
+    assert (record3.nodes_written, record3.node_count) == (1, 4)
+
+
 def test_abort_puts_changes_back() -> None:
     c = core()
     c.node_finished("a", 1)

@@ -88,8 +88,8 @@ class SavePlan:
     parent_seq: int | None
     root_seq: int | None
     expected_hwm: int | None
-    base_ids: set[str]
-    """Node ids in the base checkpoint's view (read only, to count the new view)."""
+    node_count: int
+    """Nodes in the view this checkpoint makes: the base's and any new ones."""
     header: dict[str, Any]
     run: RunFields
     keep_last: int | None
@@ -119,7 +119,7 @@ class SavePlan:
                     for row in self.rows]  # fmt: skip
             manifest = manifest_hex(sum(manifest_term(row.checksum) for row in rows))
             written = len(rows)
-            count = len(self.base_ids) + sum(1 for r in rows if r.node_id not in self.base_ids)
+            count = self.node_count
         record = CheckpointRecord(
             run_id=run_id, seq=seq, parent_seq=self.parent_seq,
             root_seq=seq if self.snapshot else (self.root_seq or seq),
@@ -191,8 +191,6 @@ class RunCore:
         self.root_seq: int | None = None
         self.since_snapshot = 0
         self.rows_since_snapshot = 0
-        self.stored: set[str] = set()
-        """Node ids in the view of the base checkpoint."""
 
     # -- hooks: bookkeeping only ---------------------------------------------
 
@@ -458,6 +456,9 @@ class RunCore:
                 and _output_bytes(self.rows.values()) <= small
             )
             changed, self.dirty = self.dirty, set()
+            # Every row is in the base's view or changed since (a new node is dirty
+            # from its first event): the new view is every row held now.
+            node_count = len(self.rows)
             rows = list(map(self.rows.__getitem__, sorted(self.rows if snapshot else changed)))
             refs: set[bytes] = set()
             if self.blobs:  # only a run that stored a blob has rows referring to one
@@ -471,7 +472,7 @@ class RunCore:
         return SavePlan(
             run_id=self.run_id, rows=rows, changed=changed, snapshot=snapshot,
             parent_seq=self.base_seq, root_seq=self.root_seq, expected_hwm=self.hwm,
-            base_ids=self.stored, header=header,
+            node_count=node_count, header=header,
             run=run, keep_last=self.policy.keep_last, meta=meta_dict,
             run_changed=run != self.run_written, refs=tuple(sorted(d.hex() for d in refs)),
             blobs=blobs, collect=collect,
@@ -493,10 +494,6 @@ class RunCore:
             self.rows_since_snapshot = (
                 0 if plan.snapshot else self.rows_since_snapshot + len(plan.rows)
             )
-            if plan.snapshot:
-                self.stored = {r.node_id for r in plan.rows}
-            else:
-                self.stored.update(r.node_id for r in plan.rows)
             self.hwm = hwm
             self.run_written = plan.run
             self.clock.saved()
@@ -525,7 +522,6 @@ class RunCore:
             self.base_seq, self.root_seq = record.seq, record.root_seq
             self.since_snapshot = len(chain) - 1
             self.rows_since_snapshot = sum(r.nodes_written for r in chain[1:])
-            self.stored = set(self.rows)
             self.hwm = run.last_seq
             self.restored_seq, self.restored_trigger = record.seq, record.trigger
             self.run_written = None

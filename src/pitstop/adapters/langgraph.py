@@ -319,7 +319,7 @@ class PitstopSaver(ReadSide, BaseCheckpointSaver[int]):
             run_id=where.run_id, rows=rows, changed=set(written), snapshot=snapshot,
             parent_seq=None if base is None else base.seq,
             root_seq=None if base is None else base.root_seq,
-            expected_hwm=None, base_ids=set() if base is None else set(base.ids),
+            expected_hwm=None, node_count=len(ids),
             header=dict(header, size=size),
             run=RunFields(where.run_id, RunStatus.RUNNING, 1, None, None, None, None),
             keep_last=None, meta={}, run_changed=False,
