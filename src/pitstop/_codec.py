@@ -19,7 +19,7 @@ import operator
 import threading
 from collections.abc import Mapping, Sequence
 from itertools import islice
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -243,7 +243,8 @@ def decode_checkpoint(
     unknown = statuses - _STATUSES.keys()
     if unknown:
         raise CorruptCheckpoint(run_id, seq, f"unknown node status {min(unknown)!r}")
-    groups = _groups(rows)
+    outs = list(map(_OUTPUT, rows))
+    groups = _groups(rows, outs)
     # One group of every row (``_groups`` returns ``rows`` itself then) all completed:
     # the outputs come back in the view's order, and are kept as that list.
     all_done = statuses == {_DONE} and len(groups) == 1 and next(iter(groups.values())) is rows
@@ -251,7 +252,8 @@ def decode_checkpoint(
     values: list[Any] | None = None
     for tag, group in groups.items():
         if outputs:
-            found = _decode_group(tag, group, serializers, envelope, blobs or {}, target)
+            datas = outs if group is rows else list(map(_OUTPUT, group))
+            found = _decode_group(tag, group, datas, serializers, envelope, blobs or {}, target)
         else:
             found = [Undecoded(tag, _stored_size(r, blobs)) for r in group]
         if all_done:
@@ -277,11 +279,13 @@ _ID, _STATUS, _TAG, _OUTPUT = (
 )
 
 
-def _groups(rows: list[NodeRow]) -> dict[str, list[NodeRow]]:
+def _groups(rows: list[NodeRow], outs: list[bytes | None]) -> dict[str, list[NodeRow]]:
     """The rows that hold an output, by the tag they were stored with (C-level passes
-    for the usual case: one tag, every row with an output)."""
+    for the usual case: one tag, every row with an output). ``outs``: the rows'
+    outputs, in their order."""
     tags = set(map(_TAG, rows))
-    if len(tags) == 1 and None not in map(_OUTPUT, rows):
+    # all(): bytes are true unless empty, a cheaper test than comparing each with None.
+    if len(tags) == 1 and (all(outs) or None not in outs):
         return {tags.pop(): rows}
     groups: dict[str, list[NodeRow]] = {}
     for row in rows:
@@ -303,17 +307,19 @@ def _stored_size(row: NodeRow, blobs: Mapping[bytes, tuple[str, bytes]] | None) 
 def _decode_group(
     tag: str,
     rows: list[NodeRow],
+    outs: list[bytes | None],
     serializers: Mapping[str, Serializer],
     envelope: Envelope,
     blobs: Mapping[bytes, tuple[str, bytes]],
     target: CheckpointRecord,
 ) -> list[Any]:
-    """Decode the outputs of rows stored with the same tag."""
+    """Decode the outputs of rows stored with the same tag (``outs``: theirs)."""
     run_id, seq = target.run_id, target.seq
     ser_tag, steps, ref = parse(tag)
     ser = pick(ser_tag, serializers, run_id, seq)
     if not steps and not ref:
-        return _loads_many(ser, rows, list(map(_OUTPUT, rows)), seq)
+        # A group holds only rows with an output (``_groups``).
+        return _loads_many(ser, rows, cast("list[bytes]", outs), seq)
     datas = []
     for r in rows:
         try:
