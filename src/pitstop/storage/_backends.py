@@ -73,6 +73,12 @@ def drive(
                 cur.execute("ROLLBACK TO SAVEPOINT pitstop_try")
                 result = False
             cur.execute("RELEASE SAVEPOINT pitstop_try")
+        elif stmt.mode == "blob":
+            if dialect.name != "sqlite":
+                raise StoreError(f"{stmt.key}: blob reads are SQLite's (incremental blob I/O)")
+            table, column = sql[stmt.key].split(".")
+            with cur.connection.blobopen(table, column, stmt.params[0], readonly=True) as blob:
+                result = blob.read()
         elif stmt.mode == "many":
             cur.executemany(sql[stmt.key], stmt.params)
             result = None

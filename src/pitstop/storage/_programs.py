@@ -30,11 +30,12 @@ class Stmt:
 
     key: str
     params: Sequence[Any] = ()
-    mode: Literal["rows", "count", "exec", "many", "try"] = "rows"
+    mode: Literal["rows", "count", "exec", "many", "try", "blob"] = "rows"
     """rows: fetch them; count: the row count; exec and many: nothing (so a driver
     may pipeline the statement with the ones after it); try: like exec, but a
     failure only undoes this statement (a savepoint), and the result says whether
-    it ran."""
+    it ran; blob (SQLite only): the whole value of the ``table.column`` the key
+    names, in the row whose rowid is the one parameter, as bytes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,7 +315,11 @@ def load(run_id: str, seq: int | None, blobs: bool = True) -> Txn[Loaded]:
     root = head[3]
     if not isinstance(root, int) or root > top:
         raise CorruptCheckpoint(run_id, top, f"damaged lineage (root {root!r})")
-    blob = by_seq[root][18] if root in by_seq else None
+    root_row = by_seq.get(root)
+    blob = None if root_row is None else root_row[18]
+    if root_row is not None and blob is None and root_row[19] is not None:
+        # A big snapshot on SQLite: read by itself, into one buffer (BLOB_INLINE).
+        blob = yield Stmt("snapshot_blob", (root_row[19],), "blob")
     snapshot = None if blob is None else bytes(blob)  # the root's, read beside its header
     state = None if head[17] is None else bytes(head[17])
     chain, at = [_record(head, state, snapshot if root == top else None)], top
