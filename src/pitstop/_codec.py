@@ -18,7 +18,6 @@ import hashlib
 import operator
 import threading
 from collections.abc import Mapping, Sequence
-from itertools import islice
 from typing import Any, cast
 
 import msgspec
@@ -190,7 +189,10 @@ def verify(
         raise CorruptCheckpoint(run_id, top, f"the snapshot at seq {root.seq} lost rows")
     # Writers store a snapshot's rows by node id: the view keeps that order (and
     # sorts only when it was not, or a delta added a node).
-    ordered = all(map(operator.lt, view, islice(view, 1, None)))
+    # (Its keys are unique: sorted equal means strictly increasing. Sorting sorted
+    # str keys is one C pass, twice as fast as comparing neighbours through map.)
+    keys = list(view)
+    ordered = keys == sorted(keys)
     by_seq: dict[int, list[NodeRow]] = {}
     for row in rows:
         by_seq.setdefault(row.seq, []).append(row)
