@@ -547,3 +547,50 @@ def test_postgres_pool_bounds_its_connections_under_many_threads(pg_db: str) -> 
             m = SyncCheckpointManager(f"w{n}", store=store, enabled=True)
             assert m.restore_checkpoint().completed == {"a": 14}
     assert backend._all == []  # type: ignore[union-attr]
+
+
+def test_a_postgres_read_is_one_round_trip_in_a_read_only_repeatable_read_snapshot(
+    pg_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A read's statements go in one pipeline between BEGIN ISOLATION LEVEL REPEATABLE
+    # READ, READ ONLY and COMMIT; a read that asks for more after its first answers
+    # runs again, whole, in a transaction of its own; a failing read gives the
+    # connection back clean.
+    from typing import Any
+
+    from pitstop.storage._programs import Batch, Call, Stmt
+
+    mode = "current_setting('transaction_isolation'), current_setting('transaction_read_only')"
+    monkeypatch.setitem(_queries.POSTGRES.sql, "t_mode", f"SELECT {mode}, now()")
+    monkeypatch.setitem(_queries.POSTGRES.sql, "t_fail", "SELECT 1 / 0")
+    starts: list[str] = []
+
+    def one_step() -> Any:
+        starts.append("one")
+        first, second = yield Batch((Stmt("t_mode"), Stmt("t_mode")))
+        return first[0], second[0]
+
+    def two_steps() -> Any:
+        starts.append("two")
+        first = yield Stmt("t_mode")
+        second = yield Stmt("t_mode")
+        return first[0], second[0]
+
+    def failing() -> Any:
+        yield Batch((Stmt("t_mode"), Stmt("t_fail")))
+
+    with SqlStore(pg_db, pool_size=1) as store:
+        backend = store._backend
+        first, second = store.execute(Call(one_step, (), False))
+        assert first[:2] == ("repeatable read", "on")
+        assert first == second  # now(): one transaction for both statements
+        assert starts == ["one"]
+        first, second = store.execute(Call(two_steps, (), False))
+        assert first[:2] == ("repeatable read", "on")
+        assert first == second
+        assert starts == ["one", "two", "two"]  # asked for more: ran again, whole
+        with pytest.raises(StoreError, match="division by zero"):
+            store.execute(Call(failing, (), False))
+        assert backend._in_use == 0  # type: ignore[union-attr]
+        first, _ = store.execute(Call(one_step, (), False))  # the pool still serves
+        assert first[:2] == ("repeatable read", "on")

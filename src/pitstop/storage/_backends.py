@@ -370,12 +370,15 @@ class PostgresBackend:
                     result = drive(self._cursor(conn), POSTGRES, save_at_once(*call.args))
                 ok = True
                 return result
-            # Pipeline mode: statements whose results the program does not read
-            # (and BEGIN, COMMIT) travel together, so a save is two round trips.
+            if not call.write:
+                with errors:
+                    result = self._read(conn, call)
+                ok = True
+                return result
+            # A write. Pipeline mode: statements whose results the program does not
+            # read (and BEGIN, COMMIT) travel together, so a save is two round trips.
             with errors, conn.pipeline() as pipeline, conn.transaction():
                 cur = conn.cursor(binary=True)  # bytea as bytes, not hex text
-                if not call.write:
-                    cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 result = drive(cur, POSTGRES, call.program(*call.args), pipeline.sync,
                                (psycopg.DatabaseError,),
                                lambda: conn.cursor(binary=True))  # fmt: skip
@@ -387,6 +390,38 @@ class PostgresBackend:
             else:
                 self._discard(conn)
                 self._give_back(None)
+
+    def _read(self, conn: Any, call: Call[Any]) -> Any:
+        """A read program in one round trip: BEGIN (repeatable read, read only), the
+        statement(s) it asks for first, COMMIT and one sync, all pipelined (a restore
+        at K=10: 0.56 against 0.97 ms for a transaction of its own around the batch,
+        which costs two round trips and three more waits). A program that asks for
+        more after reading the answers runs again, whole, in such a transaction."""
+        program = call.program(*call.args)
+        try:
+            first = next(program)
+        except StopIteration as stop:
+            return stop.value
+        stmts = first.stmts if isinstance(first, Batch) else (first,)
+        if all(s.mode == "rows" for s in stmts):
+            with conn.pipeline() as pipeline:
+                conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                cursors = [conn.cursor(binary=True) for _ in stmts]
+                for cur, s in zip(cursors, stmts, strict=True):
+                    cur.execute(POSTGRES.sql[s.key], s.params)
+                conn.execute("COMMIT")
+                pipeline.sync()
+                rows = [cur.fetchall() for cur in cursors]
+            try:
+                program.send(rows if isinstance(first, Batch) else rows[0])
+            except StopIteration as stop:
+                return stop.value
+        program.close()
+        with conn.pipeline() as pipeline, conn.transaction():
+            cur = conn.cursor(binary=True)
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            return drive(cur, POSTGRES, call.program(*call.args), pipeline.sync,
+                         (), lambda: conn.cursor(binary=True))  # fmt: skip
 
 
 def _mask(conninfo: str) -> str:
