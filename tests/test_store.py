@@ -552,21 +552,22 @@ def test_postgres_pool_bounds_its_connections_under_many_threads(pg_db: str) -> 
 def test_a_postgres_read_is_one_round_trip_in_a_read_only_repeatable_read_snapshot(
     pg_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A read's statements go in one pipeline between BEGIN ISOLATION LEVEL REPEATABLE
-    # READ, READ ONLY and COMMIT; a read that asks for more after its first answers
-    # runs again, whole, in a transaction of its own; a failing read gives the
-    # connection back clean.
+    # A one_step read's statements go in one pipeline between BEGIN ISOLATION LEVEL
+    # REPEATABLE READ, READ ONLY and COMMIT; an unmarked read runs in a transaction
+    # of its own; a marked read that asks for more after all runs again, whole, in
+    # one; a failing read gives the connection back clean.
     from typing import Any
 
-    from pitstop.storage._programs import Batch, Call, Stmt
+    from pitstop.storage._programs import Batch, Call, Stmt, one_step
 
     mode = "current_setting('transaction_isolation'), current_setting('transaction_read_only')"
     monkeypatch.setitem(_queries.POSTGRES.sql, "t_mode", f"SELECT {mode}, now()")
     monkeypatch.setitem(_queries.POSTGRES.sql, "t_fail", "SELECT 1 / 0")
     starts: list[str] = []
 
-    def one_step() -> Any:
-        starts.append("one")
+    @one_step
+    def batch() -> Any:
+        starts.append("batch")
         first, second = yield Batch((Stmt("t_mode"), Stmt("t_mode")))
         return first[0], second[0]
 
@@ -576,21 +577,39 @@ def test_a_postgres_read_is_one_round_trip_in_a_read_only_repeatable_read_snapsh
         second = yield Stmt("t_mode")
         return first[0], second[0]
 
+    @one_step
+    def marked_but_two_steps() -> Any:
+        starts.append("marked")
+        return (yield from two_steps())
+
+    @one_step
     def failing() -> Any:
         yield Batch((Stmt("t_mode"), Stmt("t_fail")))
 
     with SqlStore(pg_db, pool_size=1) as store:
         backend = store._backend
-        first, second = store.execute(Call(one_step, (), False))
-        assert first[:2] == ("repeatable read", "on")
-        assert first == second  # now(): one transaction for both statements
-        assert starts == ["one"]
-        first, second = store.execute(Call(two_steps, (), False))
-        assert first[:2] == ("repeatable read", "on")
-        assert first == second
-        assert starts == ["one", "two", "two"]  # asked for more: ran again, whole
+        again = ["marked", "two", "marked", "two"]
+        for program, runs in ((batch, ["batch"]), (two_steps, ["two"]),
+                              (marked_but_two_steps, again)):  # fmt: skip
+            starts.clear()
+            first, second = store.execute(Call(program, (), False))
+            assert first[:2] == ("repeatable read", "on")
+            assert first == second  # now(): one transaction for both statements
+            assert starts == runs  # the marked one asked for more: it ran again, whole
         with pytest.raises(StoreError, match="division by zero"):
             store.execute(Call(failing, (), False))
         assert backend._in_use == 0  # type: ignore[union-attr]
-        first, _ = store.execute(Call(one_step, (), False))  # the pool still serves
+        first, _ = store.execute(Call(batch, (), False))  # the pool still serves
         assert first[:2] == ("repeatable read", "on")
+
+
+def test_only_reads_that_ask_once_are_marked_one_step() -> None:
+    # What PostgreSQL runs in one round trip must not need a second.
+    from pitstop.adapters import _langgraph_sql as LG
+    from pitstop.storage import _programs as P
+
+    marked = [P.load, P.run_info, P.list_runs, P.blob_stats, P.list_checkpoints,
+              LG.langgraph_tables, LG.langgraph_list]  # fmt: skip
+    assert all(getattr(fn, "one_step", False) for fn in marked)
+    for fn in (P.save, P.delete, P.prune, P.set_run, LG.langgraph_get, LG.langgraph_put):
+        assert not getattr(fn, "one_step", False), fn.__name__

@@ -158,6 +158,7 @@ def langgraph_setup() -> Txn[None]:
     yield Stmt("langgraph_ddl_writes", (), "exec")
 
 
+@P.one_step
 def langgraph_tables() -> Txn[int]:
     found = yield Stmt("langgraph_tables")
     return len(found)
@@ -205,6 +206,7 @@ def _load(run_id: str, seq: int) -> Txn[P.Loaded]:
     return loaded
 
 
+@P.one_step
 def langgraph_list(key: str, params: tuple[Any, ...]) -> Txn[list[Sequence[Any]]]:
     rows = yield Stmt(key, params)
     return list(rows)

@@ -22,6 +22,16 @@ if TYPE_CHECKING:
     from .._core import RunFields, SavePlan
 
 R = TypeVar("R")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def one_step(program: F) -> F:
+    """Mark a read program that asks for one statement (or one ``Batch``) and then
+    returns: PostgreSQL runs it in one round trip, BEGIN and COMMIT included
+    (``PostgresBackend._read``). A read without the mark runs in a transaction of
+    its own, which may span several round trips."""
+    setattr(program, "one_step", True)  # noqa: B010 - a function attribute, read by getattr
+    return program
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +305,7 @@ def set_run(run: RunFields) -> Txn[bool]:
 # -- reads --------------------------------------------------------------------
 
 
+@one_step
 def load(run_id: str, seq: int | None, blobs: bool = True) -> Txn[Loaded]:
     """The checkpoint (latest live one when ``seq`` is None) and everything its chain
     reads (the blobs its rows refer to only when ``blobs``)."""
@@ -345,11 +356,13 @@ def load(run_id: str, seq: int | None, blobs: bool = True) -> Txn[Loaded]:
     return Loaded(chain[-1], chain, rows, run, found_blobs)
 
 
+@one_step
 def run_info(run_id: str) -> Txn[RunInfo | None]:
     found = yield Stmt("run_one", (run_id, run_id))
     return _run(found[0][0], found[0][1:8], *found[0][8:]) if found else None
 
 
+@one_step
 def list_runs() -> Txn[list[RunInfo]]:
     rows = yield Stmt("runs")
     out = [_run(r[0], r[1:8], *r[8:]) for r in rows]
@@ -357,12 +370,14 @@ def list_runs() -> Txn[list[RunInfo]]:
     return sorted(out, key=lambda info: info.run_id)
 
 
+@one_step
 def blob_stats() -> Txn[tuple[int, int]]:
     """How many deduplicated blobs the store holds, and their stored bytes."""
     ((n, size),) = yield Stmt("blob_stats")
     return int(n), int(size or 0)
 
 
+@one_step
 def list_checkpoints(run_id: str) -> Txn[list[CheckpointRecord]]:
     rows = yield Stmt("cp_list", (run_id,))
     return [_record(r, None) for r in rows]
