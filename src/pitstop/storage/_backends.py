@@ -370,15 +370,18 @@ class PostgresBackend:
                     result = drive(self._cursor(conn), POSTGRES, save_at_once(*call.args))
                 ok = True
                 return result
-            if not call.write:
-                with errors:
-                    result = self._read(conn, call)
-                ok = True
-                return result
-            # A write. Pipeline mode: statements whose results the program does not
-            # read (and BEGIN, COMMIT) travel together, so a save is two round trips.
+            if not call.write and getattr(call.program, "one_step", False):
+                with wrap_errors(call, self.where, raced):  # one use per context manager
+                    done, result = self._read_once(conn, call)
+                if done:
+                    ok = True
+                    return result
+            # Pipeline mode: statements whose results the program does not read
+            # (and BEGIN, COMMIT) travel together, so a save is two round trips.
             with errors, conn.pipeline() as pipeline, conn.transaction():
                 cur = conn.cursor(binary=True)  # bytea as bytes, not hex text
+                if not call.write:
+                    cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 result = drive(cur, POSTGRES, call.program(*call.args), pipeline.sync,
                                (psycopg.DatabaseError,),
                                lambda: conn.cursor(binary=True))  # fmt: skip
@@ -391,39 +394,34 @@ class PostgresBackend:
                 self._discard(conn)
                 self._give_back(None)
 
-    def _read(self, conn: Any, call: Call[Any]) -> Any:
+    def _read_once(self, conn: Any, call: Call[Any]) -> tuple[bool, Any]:
         """A ``one_step`` read program in one round trip: BEGIN (repeatable read, read
         only), the statement(s) it asks for, COMMIT and one sync, all pipelined (a
         restore at K=10: 0.56 against 0.97 ms for a transaction of its own around the
         batch, which costs two round trips and 14 waits on the connection against 9).
-        Other reads, and a marked one that asks for more after all, run (again,
-        whole) in a transaction of their own."""
-        if getattr(call.program, "one_step", False):
-            program = call.program(*call.args)
+        ``(True, its result)``, or ``(False, None)`` when it asked for more after all:
+        the caller then runs it again, whole, in a transaction of its own."""
+        program = call.program(*call.args)
+        try:
+            first = next(program)
+        except StopIteration as stop:
+            return True, stop.value
+        stmts = first.stmts if isinstance(first, Batch) else (first,)
+        if all(s.mode == "rows" for s in stmts):
+            with conn.pipeline() as pipeline:
+                conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                cursors = [conn.cursor(binary=True) for _ in stmts]
+                for cur, s in zip(cursors, stmts, strict=True):
+                    cur.execute(POSTGRES.sql[s.key], s.params)
+                conn.execute("COMMIT")
+                pipeline.sync()
+                rows = [cur.fetchall() for cur in cursors]
             try:
-                first = next(program)
+                program.send(rows if isinstance(first, Batch) else rows[0])
             except StopIteration as stop:
-                return stop.value
-            stmts = first.stmts if isinstance(first, Batch) else (first,)
-            if all(s.mode == "rows" for s in stmts):
-                with conn.pipeline() as pipeline:
-                    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    cursors = [conn.cursor(binary=True) for _ in stmts]
-                    for cur, s in zip(cursors, stmts, strict=True):
-                        cur.execute(POSTGRES.sql[s.key], s.params)
-                    conn.execute("COMMIT")
-                    pipeline.sync()
-                    rows = [cur.fetchall() for cur in cursors]
-                try:
-                    program.send(rows if isinstance(first, Batch) else rows[0])
-                except StopIteration as stop:
-                    return stop.value
-            program.close()
-        with conn.pipeline() as pipeline, conn.transaction():
-            cur = conn.cursor(binary=True)
-            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            return drive(cur, POSTGRES, call.program(*call.args), pipeline.sync,
-                         (), lambda: conn.cursor(binary=True))  # fmt: skip
+                return True, stop.value
+        program.close()
+        return False, None
 
 
 def _mask(conninfo: str) -> str:
