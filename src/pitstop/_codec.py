@@ -254,8 +254,8 @@ def decode_checkpoint(
     values: list[Any] | None = None
     for tag, group in groups.items():
         if outputs:
-            datas = outs if group is rows else list(map(_OUTPUT, group))
-            found = _decode_group(tag, group, datas, serializers, envelope, blobs or {}, target)
+            found = _decode_group(tag, group, outs if group is rows else None, serializers,
+                                  envelope, blobs or {}, target)  # fmt: skip
         else:
             found = [Undecoded(tag, _stored_size(r, blobs)) for r in group]
         if all_done:
@@ -309,17 +309,20 @@ def _stored_size(row: NodeRow, blobs: Mapping[bytes, tuple[str, bytes]] | None) 
 def _decode_group(
     tag: str,
     rows: list[NodeRow],
-    outs: list[bytes | None],
+    outs: list[bytes | None] | None,
     serializers: Mapping[str, Serializer],
     envelope: Envelope,
     blobs: Mapping[bytes, tuple[str, bytes]],
     target: CheckpointRecord,
 ) -> list[Any]:
-    """Decode the outputs of rows stored with the same tag (``outs``: theirs)."""
+    """Decode the outputs of rows stored with the same tag (``outs``: theirs, when
+    the caller has them already)."""
     run_id, seq = target.run_id, target.seq
     ser_tag, steps, ref = parse(tag)
     ser = pick(ser_tag, serializers, run_id, seq)
     if not steps and not ref:
+        if outs is None:
+            outs = list(map(_OUTPUT, rows))
         # A group holds only rows with an output (``_groups``).
         return _loads_many(ser, rows, cast("list[bytes]", outs), seq)
     datas = []
