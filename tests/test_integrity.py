@@ -278,3 +278,15 @@ def test_blob_reads_are_sqlite_only() -> None:
 
     with pytest.raises(StoreError, match="blob reads are SQLite's"):
         drive(None, POSTGRES, program())
+
+
+def test_the_stored_status_literal_names_every_node_status() -> None:
+    # StatusText restates NodeStatus's values for msgspec: the two must not drift.
+    from typing import get_args
+
+    from pitstop import NodeStatus
+    from pitstop._records import COMPLETED, FAILED, PENDING, RUNNING, StatusText
+
+    assert set(get_args(StatusText)) == {s.value for s in NodeStatus}
+    order = (NodeStatus.PENDING, NodeStatus.RUNNING, NodeStatus.COMPLETED, NodeStatus.FAILED)
+    assert tuple(s.value for s in order) == (PENDING, RUNNING, COMPLETED, FAILED)
