@@ -28,7 +28,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 def one_step(program: F) -> F:
     """Mark a read program that asks for one statement (or one ``Batch``) and then
     returns: PostgreSQL runs it in one round trip, BEGIN and COMMIT included
-    (``PostgresBackend._read``). A read without the mark runs in a transaction of
+    (``PostgresBackend._read_once``). A read without the mark runs in a transaction of
     its own, which may span several round trips."""
     setattr(program, "one_step", True)  # noqa: B010 - a function attribute, read by getattr
     return program
