@@ -422,7 +422,7 @@ def test_corrupt_node_output(capsys: pytest.CaptureFixture[str], db: Path) -> No
 
 
 def test_corrupt_snapshot(capsys: pytest.CaptureFixture[str], db: Path) -> None:
-    corrupt(db, "pitstop_snapshots", "nodes", "run_id = 'etl' AND seq = 1")
+    corrupt(db, CHECKPOINTS, "snapshot", "run_id = 'etl' AND seq = 1")  # small: in its row
     code, _, err = cli(capsys, db, "show", "etl")  # every checkpoint of its chain fails
     assert code == 2
     assert "run 'etl' seq 3 is corrupt: the snapshot at seq 1 is damaged" in err
@@ -505,7 +505,7 @@ def test_old_schema_is_reported_not_migrated(
     for argv in (["runs"], ["list", "etl"], ["prune", "etl", "--keep", "1"], ["delete", "etl"]):
         code, _, err = cli(capsys, old, *argv)
         assert code == 2
-        assert "has pitstop schema 1, older than 3" in error_line(err)
+        assert "has pitstop schema 1, older than 4" in error_line(err)
     assert digest(old) == before  # the CLI never migrates; a manager's first open does
 
 

@@ -60,8 +60,9 @@ DAMAGE = {
     "header metadata": "UPDATE pitstop_checkpoints SET metadata = CAST('{\"x\":1}' AS {blob}) "
     "WHERE seq = 3",
     "manifest": "UPDATE pitstop_checkpoints SET node_count = 2 WHERE seq = 3",
-    "snapshot blob": "UPDATE pitstop_snapshots SET nodes = CAST('x' AS {blob}) WHERE seq = 1",
-    "snapshot deleted": "DELETE FROM pitstop_snapshots WHERE seq = 1",
+    # seq 1 is a small snapshot: its blob is in its row (big ones: below).
+    "snapshot blob": "UPDATE pitstop_checkpoints SET snapshot = CAST('x' AS {blob}) WHERE seq = 1",
+    "snapshot deleted": "UPDATE pitstop_checkpoints SET snapshot = NULL WHERE seq = 1",
     "parent header": "UPDATE pitstop_checkpoints SET trigger = 'x' WHERE seq = 2",
     "lineage": "UPDATE pitstop_checkpoints SET parent_seq = 1 WHERE seq = 3",
 }
@@ -217,7 +218,49 @@ def test_decoded_snapshot_rows_share_their_status_strings() -> None:
         m._release_store()
 
 
-@pytest.mark.parametrize("damage", [None, "flipped byte", "truncated"])
+def rows_of(target: str, sql: str) -> list[tuple[Any, ...]]:
+    if target.startswith("postgresql"):
+        with psycopg.connect(target, autocommit=True) as conn:
+            return conn.execute(sql.encode()).fetchall()
+    lite = sqlite3.connect(target)
+    try:
+        return lite.execute(sql).fetchall()
+    finally:
+        lite.close()
+
+
+def test_a_small_snapshot_is_stored_in_its_row_a_big_one_in_its_table(store_url: str) -> None:
+    from pitstop.storage._queries import SNAPSHOT_IN_ROW
+
+    # (Many nodes: one big output would be stored apart, as a blob its row refers to.)
+    outputs = {
+        "small": {"a": "x" * 100},
+        "big": {f"n{i:02}": f"{i}" * 500 for i in range(SNAPSHOT_IN_ROW // 500)},
+    }
+    for run_id, out in outputs.items():
+        with SyncCheckpointManager(run_id, store=store_url, enabled=True) as m:
+            for node, value in out.items():
+                m.on_node_finish(node_id=node, output=value)
+            assert m.save_checkpoint().snapshot
+    placed = rows_of(
+        store_url,
+        "SELECT c.run_id, length(c.snapshot), length(s.nodes) FROM pitstop_checkpoints c "
+        "LEFT JOIN pitstop_snapshots s ON s.run_id = c.run_id AND s.seq = c.seq ORDER BY c.run_id",
+    )
+    (big, in_table), (small, in_row) = [(r[0], r[1:]) for r in placed]
+    assert (small, big) == ("small", "big")
+    assert in_row[0] is not None and in_row[0] < SNAPSHOT_IN_ROW and in_row[1] is None
+    assert in_table[0] is None and in_table[1] >= SNAPSHOT_IN_ROW
+    for run_id, out in outputs.items():
+        assert load_run(store_url, run_id).completed == out
+
+
+def load_run(target: str, run_id: str) -> Any:
+    with SyncCheckpointManager(run_id, store=target, enabled=True) as m:
+        return m.load_checkpoint()
+
+
+@pytest.mark.parametrize("damage", [None, "flipped byte", "truncated", "deleted"])
 def test_a_big_snapshot_is_read_whole_and_verified(
     store_url: str, damage: str | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -258,14 +301,19 @@ def test_a_big_snapshot_is_read_whole_and_verified(
             if pg
             else "CAST(substr(nodes, 1, 4999) || x'00' || substr(nodes, 5001) AS BLOB)",
             "truncated": "substring(nodes from 1 for 70000)" if pg else "substr(nodes, 1, 70000)",
+            "deleted": None,
         }[damage]
-        raw_sql(store_url)(f"UPDATE pitstop_snapshots SET nodes = {new}")
+        raw_sql(store_url)(
+            "DELETE FROM pitstop_snapshots" if new is None
+            else f"UPDATE pitstop_snapshots SET nodes = {new}"
+        )  # fmt: skip
         with pytest.raises(CorruptCheckpoint, match="snapshot at seq 1 is damaged"):
             load(store_url)
     else:
         assert load(store_url).completed == outputs
-    # SQLite read the blob by rowid; PostgreSQL never does.
-    assert len(blob_reads) == (0 if store_url.startswith("postgresql") else 1)
+    # SQLite read the blob by rowid (when it was there); PostgreSQL never does.
+    read = not store_url.startswith("postgresql") and damage != "deleted"
+    assert len(blob_reads) == (1 if read else 0)
 
 
 def test_blob_reads_are_sqlite_only() -> None:

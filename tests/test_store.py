@@ -210,7 +210,7 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(SchemaVersionError) as err:
         SqlStore(db).open()
-    assert (err.value.found, err.value.supported) == (99, 3)
+    assert (err.value.found, err.value.supported) == (99, 4)
 
 
 def _v1_database(path: Path) -> None:
@@ -383,7 +383,7 @@ def test_schema_2_database_migrates_and_restores(tmp_path: Path) -> None:
     conn = sqlite3.connect(db)
     conn.executescript((DATA / "v2_store.sql").read_text())
     conn.close()
-    with pytest.raises(StoreError, match="schema 2, older than 3"):
+    with pytest.raises(StoreError, match="schema 2, older than 4"):
         SqlStore(db, readonly=True).open()
     with SyncCheckpointManager("etl", store=db, enabled=True) as m:
         assert m.can_resume() is True
@@ -401,8 +401,53 @@ def test_schema_2_database_migrates_and_restores(tmp_path: Path) -> None:
         cp = m.load_checkpoint()
         assert cp.completed["load"] == (3, "rows") and cp.completed["extract"]["rows"] == [1, 2, 3]
     with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT version FROM pitstop_schema").fetchone() == (3,)
+        assert conn.execute("SELECT version FROM pitstop_schema").fetchone() == (4,)
     conn.close()
+
+
+@pytest.mark.small_snapshots
+def test_schema_3_database_migrates_and_restores(tmp_path: Path) -> None:
+    """A store written before snapshots moved into their checkpoint's row (schema 3):
+    its snapshots, all in pitstop_snapshots, still restore, and new small ones go in
+    the row."""
+    import datetime as dt
+
+    db = tmp_path / "v3.db"
+    conn = sqlite3.connect(db)
+    conn.executescript((DATA / "v3_store.sql").read_text())
+    conn.close()
+    with pytest.raises(StoreError, match="schema 3, older than 4"):
+        SqlStore(db, readonly=True).open()
+    with SyncCheckpointManager("etl", store=db, enabled=True) as m:
+        cp = m.restore_checkpoint()
+        assert cp.completed == {"extract": {"rows": [1, 2, 3], "at": dt.date(2026, 11, 26)},
+                                "transform": (1.5, "two")}  # fmt: skip
+        assert cp.interrupted == ("load",) and cp.state == {"cursor": 2}
+        assert m.load_checkpoint(1).state == {"cursor": 1}
+        m.on_node_start(node_id="load")
+        m.on_node_finish(node_id="load", output=3)
+        assert m.save_checkpoint().seq == 3
+    with SyncCheckpointManager("small", store=db, enabled=True) as m:
+        assert m.restore_checkpoint().completed == {"x": [1, 2], "y": {"y": True}}
+        assert set(m.load_checkpoint(1).completed) == {"x"}
+        m.on_node_start(node_id="z")
+        m.on_node_finish(node_id="z", output="z")
+        info = m.save_checkpoint()
+        assert info.seq == 3 and info.snapshot
+    with SyncCheckpointManager("small", store=db, enabled=True) as m:
+        assert m.restore_checkpoint().completed == {"x": [1, 2], "y": {"y": True}, "z": "z"}
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("SELECT version FROM pitstop_schema").fetchone() == (4,)
+        # The new snapshot is in its row; the old ones stay where schema 3 put them.
+        placed = conn.execute(
+            "SELECT c.seq, c.snapshot IS NOT NULL, s.seq IS NOT NULL FROM pitstop_checkpoints c "
+            "LEFT JOIN pitstop_snapshots s ON s.run_id = c.run_id AND s.seq = c.seq "
+            "WHERE c.run_id = 'small' ORDER BY c.seq"
+        ).fetchall()
+        assert placed == [(1, 0, 1), (2, 0, 1), (3, 1, 0)]
+    finally:
+        conn.close()
 
 
 def _rows_filtered(plan: object) -> int:
@@ -465,8 +510,8 @@ def test_every_shape_of_a_one_statement_postgres_save(
 
     used: list[str] = []
 
-    def spy(snapshot: bool, rows: int, run: bool) -> str:
-        used.append(_queries.save_at_once_key(snapshot, rows, run))
+    def spy(kind: _queries.SaveKind, rows: int, run: bool) -> str:
+        used.append(_queries.save_at_once_key(kind, rows, run))
         return used[-1]
 
     monkeypatch.setattr(_programs, "save_at_once_key", spy)
@@ -481,18 +526,18 @@ def test_every_shape_of_a_one_statement_postgres_save(
             m.on_node_finish(node_id="a", output={"a": 1})
             m.on_node_start(node_id="b")
             m.save_checkpoint()  # d2: two rows
-            m.save_checkpoint(state={"s": 1})  # s0: the third since the snapshot
+            m.save_checkpoint(state={"s": 1})  # i0: the third since the snapshot, small
             m.on_node_error(node_id="b", error="boom")
             m.on_node_start(node_id="c")
             m.save_checkpoint()  # d2
             m.on_run_end(success=False, error=RuntimeError("boom"))  # d0r: the save on failure
             m.on_run_start(graph=graph)  # a new attempt: the run row changes again
             m.on_node_finish(node_id="c", output=3)
-            m.save_checkpoint()  # s0r
+            m.save_checkpoint()  # i0r
             m.on_node_start(node_id="b")
             m.save_checkpoint()  # d1
-        assert used == ["save_at_once.d1", "save_at_once.d2", "save_at_once.s0", "save_at_once.d2",
-                        "save_at_once.d0r", "save_at_once.s0r", "save_at_once.d1"]  # fmt: skip
+        assert used == ["save_at_once.d1", "save_at_once.d2", "save_at_once.i0", "save_at_once.d2",
+                        "save_at_once.d0r", "save_at_once.i0r", "save_at_once.d1"]  # fmt: skip
         every9 = CheckpointPolicy(snapshot_every=9)
         with SyncCheckpointManager("r", store=store, enabled=True, policy=every9) as m:
             cp = m.restore_checkpoint()
@@ -515,6 +560,19 @@ def test_every_shape_of_a_one_statement_postgres_save(
             assert cp.state == {"s": 2} and cp.info.run_id == "r"
             info = m.run_info()  # as the last run-row write (d0r) left it
             assert info is not None and (info.status.value, info.attempt) == ("running", 4)
+        # Snapshots too big for their row (SNAPSHOT_IN_ROW) write pitstop_snapshots too.
+        big = {f"n{i:02}": f"{i}" * 500 for i in range(_queries.SNAPSHOT_IN_ROW // 500)}
+        every1 = CheckpointPolicy(snapshot_every=1)
+        with SyncCheckpointManager("big", store=store, enabled=True, policy=every1) as m:
+            m.on_run_start(graph={node: () for node in big})
+            for node, out in big.items():
+                m.on_node_finish(node_id=node, output=out)
+            m.save_checkpoint()  # a transaction (a new run)
+            m.save_checkpoint()  # s0
+            m.on_run_end(success=False, error=RuntimeError("late"))  # s0r
+        assert used[11:] == ["save_at_once.s0", "save_at_once.s0r"], used
+        with SyncCheckpointManager("big", store=store, enabled=True) as m:
+            assert m.restore_checkpoint().completed == big
     assert set(used) == set(_queries.SAVE_AT_ONCE)  # every statement ran
 
 

@@ -64,10 +64,14 @@ class CheckpointRow(_Base, table=True):
     payload_hash: str = ""
     retired: int = 0
     """1: deleted or pruned; kept only while a live checkpoint's chain reads its rows."""
+    snapshot: bytes | None = Field(default=None, sa_column=Column("snapshot", LargeBinary))
+    """A snapshot's node rows (msgpack) when the blob is small (``SNAPSHOT_IN_ROW``,
+    schema 4); a bigger one is in ``pitstop_snapshots``."""
 
 
 class SnapshotRow(_Base, table=True):
-    """A snapshot checkpoint's node rows, in one blob (msgpack).
+    """A snapshot checkpoint's node rows, in one blob (msgpack), when the blob is
+    too big for the checkpoint's own row (``_queries.SNAPSHOT_IN_ROW``).
 
     A table of its own: retiring a checkpoint updates its row, and SQLite
     rewrites a whole row (overflow pages included) on any update.

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 from .._errors import CheckpointNotFound, CorruptCheckpoint, StaleBaseError, StoreError
 from .._records import CheckpointRecord, NodeRow, deps_from_text, deps_text
 from .._types import RunInfo, RunStatus, check_time
-from ._queries import save_at_once_key
+from ._queries import SNAPSHOT_IN_ROW, SaveKind, save_at_once_key
 
 if TYPE_CHECKING:
     from .._core import RunFields, SavePlan
@@ -151,8 +151,10 @@ def save(plan: SavePlan) -> Txn[Saved]:
     record, rows = plan.finalize(seq)
     if not found or plan.run_changed:  # the run row changes only with the run's fields
         yield Stmt("run_upsert", _run_params(plan.run, seq, record.created_at), "exec")
-    yield Stmt("cp_insert", (*_header(record), record.state, 0), "exec")
-    if record.snapshot is not None:
+    kind = _kind(record)
+    in_row = record.snapshot if kind == "i" else None
+    yield Stmt("cp_insert", (*_header(record), record.state, in_row, 0), "exec")
+    if kind == "s":
         yield Stmt("snapshot_insert", (run_id, seq, record.snapshot), "exec")
     if rows:
         yield Stmt("node_insert", [_node_params(run_id, r) for r in rows], "many")
@@ -166,6 +168,14 @@ def save(plan: SavePlan) -> Txn[Saved]:
         # snapshot intervals).
         removed = yield from _retain(run_id, plan.keep_last, collect=plan.collect)
     return Saved(seq, removed)
+
+
+def _kind(record: CheckpointRecord) -> SaveKind:
+    """Where a checkpoint's snapshot blob goes (``SNAPSHOT_IN_ROW``): "d", no blob."""
+    blob = record.snapshot
+    if blob is None:
+        return "d"
+    return "i" if len(blob) < SNAPSHOT_IN_ROW else "s"
 
 
 def _write_refs(plan: SavePlan, seq: int) -> Txn[None]:
@@ -197,12 +207,12 @@ def save_at_once(plan: SavePlan) -> Txn[Saved]:
     """
     if plan.expected_hwm is None:
         raise ValueError("save_at_once needs the expected high-water seq")
-    run_id, run, snapshot = plan.run_id, plan.run, plan.snapshot
+    run_id, run = plan.run_id, plan.run
     record, rows = plan.finalize(plan.expected_hwm + 1)
-    seq = record.seq
+    seq, kind = record.seq, _kind(record)
     # In the order of the statement's parts (``_queries._save_at_once``).
     params: list[Any] = [run_id, plan.expected_hwm]
-    if not snapshot:  # the base's parent and root must still be there
+    if kind == "d":  # the base's parent and root must still be there
         if plan.parent_seq is None:
             raise ValueError("a delta needs its base")
         root = plan.root_seq if plan.root_seq is not None else plan.parent_seq
@@ -211,14 +221,16 @@ def save_at_once(plan: SavePlan) -> Txn[Saved]:
         params += (run.status.value, run.attempt, run.started_at, run.ended_at, run.error,
                    run.graph_fingerprint, seq, record.created_at, run_id)  # fmt: skip
     params += (*_header(record), record.state)
-    if snapshot:
+    if kind == "i":
+        params.append(record.snapshot)
+    elif kind == "s":
         params += (run_id, seq, record.snapshot)
     if len(rows) == 1:
         params += _node_params(run_id, rows[0])
     elif rows:
         columns = list(zip(*[_node_params(run_id, r)[1:] for r in rows], strict=True))
         params += (run_id, seq, *[list(c) for i, c in enumerate(columns) if i != 1])
-    key = save_at_once_key(snapshot, len(rows), plan.run_changed)
+    key = save_at_once_key(kind, len(rows), plan.run_changed)
     ((hwm, _, inserted),) = yield Stmt(key, params)
     if inserted:
         return Saved(seq)

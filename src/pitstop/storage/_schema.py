@@ -14,7 +14,7 @@ from typing import Any, Literal
 from .._errors import SchemaVersionError, StoreError
 from ._queries import placeholders as _param
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Version of the tables; bump it and append to ``MIGRATIONS`` on every change."""
 
 Cursor = Any  # a DB-API cursor of sqlite3 or psycopg
@@ -118,6 +118,14 @@ def _v2_to_v3(cur: Cursor, dialect: Dialect) -> None:
         cur.execute(stmt)
 
 
+def _v3_to_v4(cur: Cursor, dialect: Dialect) -> None:
+    """Schema 4 stores a small snapshot blob in its checkpoint's row; the blobs
+    already in ``pitstop_snapshots`` stay there (a restore reads either)."""
+    if not _has_column(cur, dialect, "pitstop_checkpoints", "snapshot"):
+        blob = "BYTEA" if dialect == "postgresql" else "BLOB"
+        cur.execute(f"ALTER TABLE pitstop_checkpoints ADD COLUMN snapshot {blob}")
+
+
 def _has_column(cur: Cursor, dialect: Dialect, table: str, column: str) -> bool:
     if dialect == "sqlite":
         cur.execute(f"PRAGMA table_info({table})")
@@ -130,5 +138,5 @@ def _has_column(cur: Cursor, dialect: Dialect, table: str, column: str) -> bool:
     return cur.fetchone() is not None
 
 
-MIGRATIONS: list[tuple[int, Migration]] = [(2, _v1_to_v2), (3, _v2_to_v3)]
+MIGRATIONS: list[tuple[int, Migration]] = [(2, _v1_to_v2), (3, _v2_to_v3), (4, _v3_to_v4)]
 """``(version, upgrade)`` pairs in order; ``upgrade`` brings the tables from version-1."""
