@@ -133,6 +133,7 @@ class SavePlan:
 
 
 _replace = msgspec.structs.replace
+_NO_METADATA = encode_metadata({})
 
 
 def _output_bytes(rows: Iterable[NodeRow]) -> int:
@@ -407,8 +408,22 @@ class RunCore:
                 self.dirty.add(row.node_id)
 
     def run_fields(self) -> RunFields:
-        return RunFields(self.run_id, self.status or RunStatus.RUNNING, max(self.attempt, 1),
-                         self.started_at, self.ended_at, self.error, self.graph_fp)  # fmt: skip
+        """The run's row as it is now: the one last written when nothing changed since
+        (so a save compares by identity, and builds nothing, when the run is as it was)."""
+        status, attempt = self.status or RunStatus.RUNNING, max(self.attempt, 1)
+        w = self.run_written
+        if (
+            w is not None
+            and w.status is status
+            and w.attempt == attempt
+            and w.started_at == self.started_at
+            and w.ended_at == self.ended_at
+            and w.error == self.error
+            and w.graph_fingerprint == self.graph_fp
+        ):
+            return w
+        return RunFields(self.run_id, status, attempt, self.started_at, self.ended_at, self.error,
+                         self.graph_fp)  # fmt: skip
 
     def plan(
         self,
@@ -425,7 +440,7 @@ class RunCore:
             SerializationError: the state or metadata cannot be encoded (nothing changes).
         """
         meta_dict = {**self.metadata, **(metadata or {})}
-        meta = encode_metadata(meta_dict)
+        meta = encode_metadata(meta_dict) if meta_dict else _NO_METADATA
         state, state_tag = None, self.tag
         if self.state is not None:
             try:
@@ -449,12 +464,10 @@ class RunCore:
             collect = snapshot
             # A small view is written whole at every save: its snapshot costs what
             # a delta does, and a restore then reads one checkpoint, not a chain.
-            small = self.policy.snapshot_small
-            snapshot = snapshot or (
-                small > 0
-                and len(self.rows) <= SMALL_VIEW_ROWS
-                and _output_bytes(self.rows.values()) <= small
-            )
+            small, held = self.policy.snapshot_small, None
+            if not snapshot and small > 0 and len(self.rows) <= SMALL_VIEW_ROWS:
+                held = _output_bytes(self.rows.values())
+                snapshot = held <= small
             changed, self.dirty = self.dirty, set()
             # Every row is in the base's view or changed since (a new node is dirty
             # from its first event): the new view is every row held now.
@@ -463,8 +476,10 @@ class RunCore:
             refs: set[bytes] = set()
             if self.blobs:  # only a run that stored a blob has rows referring to one
                 refs = {r.output for r in rows if r.output is not None and is_ref(r.serializer)}
-            blobs = {d.hex(): self.blobs[d] for d in refs if d in self.blobs}
-        size = len(meta) + len(state or b"") + _output_bytes(rows)
+            blobs = {d.hex(): self.blobs[d] for d in refs if d in self.blobs} if refs else {}
+        # (A small run's snapshot holds every row: their bytes were just counted.)
+        outs = held if held is not None and snapshot else _output_bytes(rows)
+        size = len(meta) + len(state or b"") + outs
         header = dict(created_at=time.time(), trigger=trigger, label=label, node=node,
                       schema_version=FORMAT_VERSION, serializer=state_tag, metadata=meta,
                       state=state, size=size, payload_hash=payload_hash(meta, state))  # fmt: skip
@@ -474,7 +489,7 @@ class RunCore:
             parent_seq=self.base_seq, root_seq=self.root_seq, expected_hwm=self.hwm,
             node_count=node_count, header=header,
             run=run, keep_last=self.policy.keep_last, meta=meta_dict,
-            run_changed=run != self.run_written, refs=tuple(sorted(d.hex() for d in refs)),
+            run_changed=run is not self.run_written, refs=tuple(sorted(d.hex() for d in refs)),
             blobs=blobs, collect=collect,
         )  # fmt: skip
 

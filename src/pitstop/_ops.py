@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import time
 import uuid
@@ -36,7 +37,7 @@ from ._errors import (
     SerializationError,
     StoreError,
 )
-from ._events import ERROR, LOAD, PRUNE, RESUME, SAVE, CheckpointEvent, Observer, emit
+from ._events import ERROR, LOAD, PRUNE, RESUME, SAVE, CheckpointEvent, Observer, emit, logger
 from ._policy import CheckpointPolicy
 from ._program import Program, ProgramFn, Work, gc_paused, is_large, op
 from ._records import NodeRow
@@ -207,7 +208,10 @@ class ManagerBase:
             store.close()
 
     def _emit(self, name: str, **fields: Any) -> None:
-        emit(self._observers, CheckpointEvent(name, self.run_id, **fields))
+        # An event nobody observes and the log would drop is not built (a save's
+        # hot path); errors always go through (they log at ERROR).
+        if self._observers or "error" in fields or logger.isEnabledFor(logging.INFO):
+            emit(self._observers, CheckpointEvent(name, self.run_id, **fields))
 
     # -- saves ---------------------------------------------------------------
 
