@@ -134,6 +134,8 @@ class SavePlan:
 
 _replace = msgspec.structs.replace
 _NO_METADATA = encode_metadata({})
+_NO_PAYLOAD_HASH = payload_hash(_NO_METADATA, None)
+"""The payload hash of a checkpoint with no metadata and no state (most of them)."""
 
 
 def _output_bytes(rows: Iterable[NodeRow]) -> int:
@@ -482,7 +484,9 @@ class RunCore:
         size = len(meta) + len(state or b"") + outs
         header = dict(created_at=time.time(), trigger=trigger, label=label, node=node,
                       schema_version=FORMAT_VERSION, serializer=state_tag, metadata=meta,
-                      state=state, size=size, payload_hash=payload_hash(meta, state))  # fmt: skip
+                      state=state, size=size,
+                      payload_hash=_NO_PAYLOAD_HASH if state is None and meta is _NO_METADATA
+                      else payload_hash(meta, state))  # fmt: skip
         run = self.run_fields()
         return SavePlan(
             run_id=self.run_id, rows=rows, changed=changed, snapshot=snapshot,
