@@ -151,3 +151,91 @@ async def test_failed_save_keeps_changes_pending(tmp_path: Path, twin: MakeTwin)
     info = await m.save_checkpoint()
     assert info.seq == 2 and info.nodes_written == 1
     assert (await m.load_checkpoint()).completed == {"a": 1, "b": 2}
+
+
+def _threads_of_runs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """(operation, thread name) of every transaction a SQLite store runs."""
+    from pitstop.storage._backends import SqliteBackend
+
+    seen: list[tuple[str, str]] = []
+    real = SqliteBackend._run_locked
+
+    def spy(self: SqliteBackend, call: object) -> object:
+        seen.append((getattr(call, "name", "?"), threading.current_thread().name))
+        return real(self, call)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SqliteBackend, "_run_locked", spy)
+    return seen
+
+
+async def test_async_sqlite_reads_run_inline_and_writes_hop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A WAL read takes no lock a writer holds, and its decode runs on the loop anyway:
+    # the hop would only add two thread wake-ups. A write waits on its fsync: it hops.
+    seen = _threads_of_runs(monkeypatch)
+    main = threading.current_thread().name
+    with _sqlite(tmp_path) as st:
+        async with CheckpointManager("r", store=st, enabled=True) as m:
+            await m.on_node_finish(node_id="a", output=1)
+            await m.save_checkpoint()
+            assert (await m.restore_checkpoint()).completed == {"a": 1}
+            assert [i.seq for i in await m.list_checkpoints()] == [1]
+            assert await m.can_resume() is True
+    ops = {name: thread for name, thread in seen}
+    assert ops["save"].startswith("pitstop-store") and ops["save"] != main
+    assert {ops["load"], ops["list_checkpoints"], ops["run_info"]} == {main}, seen
+
+
+def _sqlite(tmp_path: Path) -> Store:
+    from pitstop import SqlStore
+
+    return SqlStore.sqlite(tmp_path / "p.db")
+
+
+async def test_async_sqlite_read_hops_while_the_connection_is_busy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another transaction holds the store's connection (a save waiting on its fsync):
+    # the read must not wait for it on the event loop; it queues on the store's thread.
+    seen = _threads_of_runs(monkeypatch)
+    with _sqlite(tmp_path) as st:
+        async with CheckpointManager("r", store=st, enabled=True) as m:
+            await m.on_node_finish(node_id="a", output=1)
+            await m.save_checkpoint()
+            lock = st._backend._lock
+            lock.acquire()
+            ticks = 0
+
+            async def tick() -> None:
+                nonlocal ticks
+                while True:
+                    ticks += 1
+                    await asyncio.sleep(0.005)
+
+            ticker = asyncio.create_task(tick())
+            restore = asyncio.create_task(m.restore_checkpoint())
+            await asyncio.sleep(0.1)  # the loop runs while the read waits for the connection
+            assert not restore.done() and ticks >= 5
+            lock.release()
+            assert (await restore).completed == {"a": 1}
+            ticker.cancel()
+    assert seen[-1][0] == "load" and seen[-1][1].startswith("pitstop-store")
+
+
+async def test_async_sqlite_reads_hop_outside_wal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # In rollback-journal mode a reader can wait (up to busy_timeout) on a writer.
+    db = tmp_path / "p.db"
+    with SyncCheckpointManager("r", store=db, enabled=True) as sm:
+        sm.on_node_finish(node_id="a", output=1)
+        sm.save_checkpoint()
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA journal_mode = DELETE").fetchone() == ("delete",)
+    conn.close()
+    seen = _threads_of_runs(monkeypatch)
+    async with CheckpointManager("r", store=db, enabled=True) as m:
+        await m.can_resume()  # opens the store (on its thread, like any first use)
+        assert (await m.restore_checkpoint()).completed == {"a": 1}
+    assert seen[-1][0] == "load" and seen[-1][1].startswith("pitstop-store"), seen

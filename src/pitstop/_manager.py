@@ -1,7 +1,8 @@
 """CheckpointManager: the manager for async runners.
 
 Store calls hop once per transaction onto the store's own thread (no event
-loop is tied to a store, so the manager works from any loop). A transaction
+loop is tied to a store, so the manager works from any loop); a SQLite read
+that nothing can make wait runs inline (``Store.execute_now``). A transaction
 that started always finishes: if the caller is cancelled meanwhile, the
 manager waits for the commit (or rollback), keeps its bookkeeping in step
 with the database, and then lets the cancellation through.
@@ -96,11 +97,16 @@ class CheckpointManager(ManagerBase, AsyncClosing):
                     future = loop.run_in_executor(None, call.fn, *call.args)
                 else:
                     store = self._get_store()  # not before: a program may need no store
-                    if not store.hops:
-                        try:
+                    try:
+                        if not store.hops:
                             result, error = store.execute(call), None
-                        except BaseException as exc:
-                            result, error = None, exc
+                            continue
+                        done, result = store.execute_now(call)  # a read nothing can stall
+                        if done:
+                            error = None
+                            continue
+                    except BaseException as exc:
+                        result, error = None, exc
                         continue
                     future = loop.run_in_executor(store.executor(), store.execute, call)
                 try:

@@ -23,7 +23,8 @@ class Store(Closing, AsyncClosing):
     Use it as ``with store:`` or ``async with store:`` (or call ``open()`` and
     ``close()``); a manager given a path or URL opens and closes its own.
     Each operation is one transaction, run by a sync driver; the async manager
-    hops once per transaction onto the store's own thread.
+    hops once per transaction onto the store's own thread (a SQLite read that
+    nothing can make wait runs inline: ``execute_now``).
     """
 
     def __init__(self, backend: Backend) -> None:
@@ -70,6 +71,13 @@ class Store(Closing, AsyncClosing):
         """Run one transaction program (opens the store on first use)."""
         result: R = self._backend.run(call)
         return result
+
+    def execute_now(self, call: Call[R]) -> tuple[bool, R | None]:
+        """Run ``call`` here and now if it cannot wait on a lock or the network (a
+        SQLite read in WAL mode, the connection free): (True, its result); else
+        (False, None), and an async caller hops with ``execute``."""
+        done, result = self._backend.run_now(call)
+        return done, result
 
     def executor(self) -> ThreadPoolExecutor:
         """The thread(s) async callers hop onto."""
