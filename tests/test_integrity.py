@@ -338,3 +338,21 @@ def test_the_stored_status_literal_names_every_node_status() -> None:
     assert set(get_args(StatusText)) == {s.value for s in NodeStatus}
     order = (NodeStatus.PENDING, NodeStatus.RUNNING, NodeStatus.COMPLETED, NodeStatus.FAILED)
     assert tuple(s.value for s in order) == (PENDING, RUNNING, COMPLETED, FAILED)
+
+
+@pytest.mark.small_snapshots
+def test_keep_last_collects_a_small_runs_garbage(store_url: str) -> None:
+    # A small run writes a snapshot at every save, so the periodic snapshot that
+    # collects garbage never came due: retired checkpoints piled up (2,000 rows
+    # after 2,000 saves) and every save's retention read through them.
+    policy = CheckpointPolicy(keep_last=2, snapshot_every=4)
+    stored = []
+    with SyncCheckpointManager("r", store=store_url, enabled=True, policy=policy) as m:
+        for i in range(30):
+            m.on_node_finish(node_id="a", output=i)
+            assert m.save_checkpoint().snapshot
+            ((n,),) = rows_of(store_url, "SELECT COUNT(*) FROM pitstop_checkpoints")
+            stored.append(n)
+        assert [c.seq for c in m.list_checkpoints()] == [29, 30]
+    assert max(stored) <= 2 + 4 and stored[-1] < 30, stored
+    assert load_run(store_url, "r").completed == {"a": 29}

@@ -194,6 +194,8 @@ class RunCore:
         self.root_seq: int | None = None
         self.since_snapshot = 0
         self.rows_since_snapshot = 0
+        self.since_collect = 0
+        """Saves since retention last collected garbage (see ``plan``)."""
 
     # -- hooks: bookkeeping only ---------------------------------------------
 
@@ -462,8 +464,12 @@ class RunCore:
                 or self.rows_since_snapshot + len(self.dirty) > max(64, len(self.rows) // 4)
             )
             # Retention collects garbage at the snapshots above; a small view's
-            # snapshot (below) is only cheaper to read back.
-            collect = snapshot
+            # snapshot (below) is only cheaper to read back. A small run writes only
+            # such snapshots, so the count above never comes due for it: collect
+            # every snapshot_every saves as well, or its retired checkpoints pile up
+            # and every save's retention reads through them (measured, keep_last=5 at
+            # K=10: 2.0 ms a save after 1,000 saves, 3.5 ms after 2,000).
+            collect = snapshot or self.since_collect + 1 >= self.policy.snapshot_every
             # A small view is written whole at every save: its snapshot costs what
             # a delta does, and a restore then reads one checkpoint, not a chain.
             small, held = self.policy.snapshot_small, None
@@ -510,6 +516,7 @@ class RunCore:
         with self.lock:
             self.base_seq, self.root_seq = record.seq, record.root_seq
             self.since_snapshot = 0 if plan.snapshot else self.since_snapshot + 1
+            self.since_collect = 0 if plan.collect else self.since_collect + 1
             self.rows_since_snapshot = (
                 0 if plan.snapshot else self.rows_since_snapshot + len(plan.rows)
             )
@@ -539,7 +546,7 @@ class RunCore:
             self.blobs_kept = len(self.blobs)
             self.dirty = set()
             self.base_seq, self.root_seq = record.seq, record.root_seq
-            self.since_snapshot = len(chain) - 1
+            self.since_snapshot = self.since_collect = len(chain) - 1
             self.rows_since_snapshot = sum(r.nodes_written for r in chain[1:])
             self.hwm = run.last_seq
             self.restored_seq, self.restored_trigger = record.seq, record.trigger
