@@ -10,10 +10,11 @@ and the ratios between them are what the benchmarks report (STYLE rule 13).
 Shuffled, not rotated: rotating the starting variant keeps the cyclic order, so
 in every round but the one it started, each variant ran right after the same
 one, and what that one left behind (a thread woken, a PostgreSQL round trip,
-caches filled with its objects) was charged to it. Measured on the peer restore at K=10 with its eight
-readers (300 rounds): rotated, pitstop's sync reader 0.205 ms and its async
-reader 0.122 ms p50, AsyncSqliteSaver 0.738 ms; shuffled, 0.178, 0.186 and
-0.247 ms (the twins run the same code for a SQLite read).
+caches filled with its objects) was charged to it. Measured on the peer
+restore at K=10 with its eight readers (300 rounds): rotated, pitstop's sync
+reader 0.205 ms and its async reader 0.122 ms p50, AsyncSqliteSaver 0.738 ms;
+shuffled, 0.178, 0.186 and 0.247 ms (the twins run the same code for a SQLite
+read).
 
 A variant is a callable that runs one sample and returns the nanoseconds it
 timed. It times only what it measures: untimed setup (a new output to save, a
