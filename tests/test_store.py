@@ -377,6 +377,44 @@ def test_schema_1_database_migrates_on_postgres(tmp_path: Path, pg_db: str) -> N
         assert m.save_checkpoint().seq == 4
 
 
+@pytest.mark.small_snapshots
+def test_schema_3_database_migrates_on_postgres(tmp_path: Path, pg_db: str) -> None:
+    """The schema 3 data, copied into PostgreSQL tables of schema 3, migrates there
+    too: its snapshots stay in pitstop_snapshots and restore; a new one goes in its row."""
+    import psycopg
+
+    lite = sqlite3.connect(":memory:")
+    lite.executescript((DATA / "v3_store.sql").read_text())
+    with psycopg.connect(pg_db, autocommit=True) as pg:
+        tables = lite.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'")
+        # (The references' foreign key needs the blob table first.)
+        for name, sql in sorted(tables.fetchall(), key=lambda t: t[0] == "pitstop_blob_refs"):
+            pg.execute(sql.replace("BLOB", "BYTEA").replace("FLOAT", "DOUBLE PRECISION"))
+            rows = lite.execute(f"SELECT * FROM {name}").fetchall()
+            if rows:
+                marks = ", ".join(["%s"] * len(rows[0]))
+                with pg.cursor() as cur:
+                    cur.executemany(f"INSERT INTO {name} VALUES ({marks})", rows)
+        for index, in lite.execute("SELECT sql FROM sqlite_master WHERE type = 'index' "
+                                   "AND sql IS NOT NULL"):  # fmt: skip
+            pg.execute(index)
+    lite.close()
+    with SyncCheckpointManager("small", store=pg_db, enabled=True) as m:
+        assert m.restore_checkpoint().completed == {"x": [1, 2], "y": {"y": True}}
+        m.on_node_finish(node_id="z", output="z")
+        assert m.save_checkpoint().snapshot
+    with SyncCheckpointManager("etl", store=pg_db, enabled=True) as m:
+        assert m.restore_checkpoint().interrupted == ("load",)
+    with psycopg.connect(pg_db, autocommit=True) as pg:
+        assert pg.execute("SELECT version FROM pitstop_schema").fetchone() == (4,)
+        placed = pg.execute(
+            "SELECT c.seq, c.snapshot IS NOT NULL, s.seq IS NOT NULL FROM pitstop_checkpoints c "
+            "LEFT JOIN pitstop_snapshots s ON s.run_id = c.run_id AND s.seq = c.seq "
+            "WHERE c.run_id = 'small' ORDER BY c.seq"
+        ).fetchall()
+        assert placed == [(1, False, True), (2, False, True), (3, True, False)]
+
+
 def test_schema_2_database_migrates_and_restores(tmp_path: Path) -> None:
     """A store written by pitstop 0.1 before serialization v2 (schema 2, JSON outputs)."""
     db = tmp_path / "v2.db"
