@@ -356,3 +356,24 @@ def test_keep_last_collects_a_small_runs_garbage(store_url: str) -> None:
         assert [c.seq for c in m.list_checkpoints()] == [29, 30]
     assert max(stored) <= 2 + 4 and stored[-1] < 30, stored
     assert load_run(store_url, "r").completed == {"a": 29}
+
+
+@pytest.mark.small_snapshots
+def test_keep_last_collects_when_every_worker_restores_and_saves_a_little(
+    store_url: str,
+) -> None:
+    # A restore does not know when retention last collected; counting from zero
+    # again, a worker that restores and saves fewer than snapshot_every times, over
+    # and over, never collected.
+    policy = CheckpointPolicy(keep_last=2, snapshot_every=4)
+    stored = []
+    for i in range(25):
+        with SyncCheckpointManager("r", store=store_url, enabled=True, policy=policy) as m:
+            if i:
+                assert m.restore_checkpoint().completed == {"a": i - 1}
+            m.on_node_finish(node_id="a", output=i)
+            m.save_checkpoint()
+        ((n,),) = rows_of(store_url, "SELECT COUNT(*) FROM pitstop_checkpoints")
+        stored.append(n)
+    assert max(stored) <= 2 + 4, stored
+    assert load_run(store_url, "r").completed == {"a": 24}

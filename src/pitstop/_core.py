@@ -546,7 +546,12 @@ class RunCore:
             self.blobs_kept = len(self.blobs)
             self.dirty = set()
             self.base_seq, self.root_seq = record.seq, record.root_seq
-            self.since_snapshot = self.since_collect = len(chain) - 1
+            self.since_snapshot = len(chain) - 1
+            # When retention last collected is not known here: the first save after a
+            # restore collects (else a worker that restores and saves a few times,
+            # over and over, would never reach snapshot_every saves, and a small
+            # run's retired checkpoints would pile up again).
+            self.since_collect = self.policy.snapshot_every
             self.rows_since_snapshot = sum(r.nodes_written for r in chain[1:])
             self.hwm = run.last_seq
             self.restored_seq, self.restored_trigger = record.seq, record.trigger

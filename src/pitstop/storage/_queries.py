@@ -78,9 +78,11 @@ SNAPSHOT_IN_ROW = 8 * 1024
 written instead of two (a SQLite save of a 10-node run: ~27 µs less with
 synchronous=FULL, ~17 µs with NORMAL, measured on raw inserts). Bigger blobs
 keep a table of their own, so retiring a checkpoint (an update of its row,
-which SQLite rewrites whole) never copies them. Every small run's snapshot
-(``CheckpointPolicy.snapshot_small``, 4 KiB of outputs by default, 64 nodes at
-most) fits."""
+which SQLite rewrites whole) never copies them. A small run's snapshot
+(``CheckpointPolicy.snapshot_small``: 4 KiB of outputs by default, 64 nodes at
+most) usually fits (10 nodes of ~200-byte outputs: ~2.2 KB); near both bounds,
+with fingerprints, it can pass 8 KiB (11,259 bytes for 64 nodes, 3.3 KB of
+outputs and 64-character fingerprints) and then goes to the table."""
 # The root's snapshot: from its row, else from pitstop_snapshots (SQLite: a big
 # one by rowid, read by itself).
 _IN_ROW = "CASE WHEN c.seq = t.root_seq THEN c.snapshot END"
