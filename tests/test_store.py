@@ -348,25 +348,41 @@ def test_postgres_schema_is_created_once_and_survives_reopen(pg_db: str) -> None
 
 
 @pytest.mark.postgres
-def test_schema_1_database_migrates_on_postgres(tmp_path: Path, pg_db: str) -> None:
-    """The same v1 data, copied into PostgreSQL tables of schema 1, migrates there too."""
+def _copy_into_postgres(fixture: str, pg_db: str) -> None:
+    """The tables, rows and indexes of a SQLite fixture of ``DATA``, as they are, in
+    PostgreSQL (an old schema there, for its migration)."""
     import psycopg
 
-    lite_path = tmp_path / "old.db"
-    _v1_database(lite_path)
-    lite = sqlite3.connect(lite_path)
+    lite = sqlite3.connect(":memory:")
+    lite.executescript((DATA / fixture).read_text())
     with psycopg.connect(pg_db, autocommit=True) as pg:
-        for name, sql in lite.execute("SELECT name, sql FROM sqlite_master WHERE type='table'"):
+        tables = lite.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'")
+        # (The references' foreign key needs the blob table first.)
+        for name, sql in sorted(tables.fetchall(), key=lambda t: t[0] == "pitstop_blob_refs"):
             pg.execute(sql.replace("BLOB", "BYTEA").replace("FLOAT", "DOUBLE PRECISION"))
             rows = lite.execute(f"SELECT * FROM {name}").fetchall()
             if rows:
                 marks = ", ".join(["%s"] * len(rows[0]))
                 with pg.cursor() as cur:
                     cur.executemany(f"INSERT INTO {name} VALUES ({marks})", rows)
-        pg.execute(
-            "CREATE INDEX ix_pitstop_node_states_run_seq ON pitstop_node_states (run_id, seq)"
-        )
+        for (index,) in lite.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+        ):
+            pg.execute(index)
     lite.close()
+
+
+_PLACED = (
+    "SELECT c.seq, c.snapshot IS NOT NULL, s.seq IS NOT NULL FROM pitstop_checkpoints c "
+    "LEFT JOIN pitstop_snapshots s ON s.run_id = c.run_id AND s.seq = c.seq "
+    "WHERE c.run_id = 'small' ORDER BY c.seq"
+)
+"""Run 'small''s checkpoints: seq, snapshot in the row, snapshot in pitstop_snapshots."""
+
+
+def test_schema_1_database_migrates_on_postgres(pg_db: str) -> None:
+    """The same v1 data, copied into PostgreSQL tables of schema 1, migrates there too."""
+    _copy_into_postgres("v1_store.sql", pg_db)
     with SyncCheckpointManager("etl", store=pg_db, enabled=True) as m:
         cp = m.restore_checkpoint()
         assert set(cp.completed) == {"a", "b"} and cp.interrupted == ("c",)
@@ -378,27 +394,12 @@ def test_schema_1_database_migrates_on_postgres(tmp_path: Path, pg_db: str) -> N
 
 
 @pytest.mark.small_snapshots
-def test_schema_3_database_migrates_on_postgres(tmp_path: Path, pg_db: str) -> None:
+def test_schema_3_database_migrates_on_postgres(pg_db: str) -> None:
     """The schema 3 data, copied into PostgreSQL tables of schema 3, migrates there
     too: its snapshots stay in pitstop_snapshots and restore; a new one goes in its row."""
     import psycopg
 
-    lite = sqlite3.connect(":memory:")
-    lite.executescript((DATA / "v3_store.sql").read_text())
-    with psycopg.connect(pg_db, autocommit=True) as pg:
-        tables = lite.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'")
-        # (The references' foreign key needs the blob table first.)
-        for name, sql in sorted(tables.fetchall(), key=lambda t: t[0] == "pitstop_blob_refs"):
-            pg.execute(sql.replace("BLOB", "BYTEA").replace("FLOAT", "DOUBLE PRECISION"))
-            rows = lite.execute(f"SELECT * FROM {name}").fetchall()
-            if rows:
-                marks = ", ".join(["%s"] * len(rows[0]))
-                with pg.cursor() as cur:
-                    cur.executemany(f"INSERT INTO {name} VALUES ({marks})", rows)
-        for index, in lite.execute("SELECT sql FROM sqlite_master WHERE type = 'index' "
-                                   "AND sql IS NOT NULL"):  # fmt: skip
-            pg.execute(index)
-    lite.close()
+    _copy_into_postgres("v3_store.sql", pg_db)
     with SyncCheckpointManager("small", store=pg_db, enabled=True) as m:
         assert m.restore_checkpoint().completed == {"x": [1, 2], "y": {"y": True}}
         m.on_node_finish(node_id="z", output="z")
@@ -407,11 +408,7 @@ def test_schema_3_database_migrates_on_postgres(tmp_path: Path, pg_db: str) -> N
         assert m.restore_checkpoint().interrupted == ("load",)
     with psycopg.connect(pg_db, autocommit=True) as pg:
         assert pg.execute("SELECT version FROM pitstop_schema").fetchone() == (4,)
-        placed = pg.execute(
-            "SELECT c.seq, c.snapshot IS NOT NULL, s.seq IS NOT NULL FROM pitstop_checkpoints c "
-            "LEFT JOIN pitstop_snapshots s ON s.run_id = c.run_id AND s.seq = c.seq "
-            "WHERE c.run_id = 'small' ORDER BY c.seq"
-        ).fetchall()
+        placed = pg.execute(_PLACED).fetchall()
         assert placed == [(1, False, True), (2, False, True), (3, True, False)]
 
 
@@ -478,11 +475,7 @@ def test_schema_3_database_migrates_and_restores(tmp_path: Path) -> None:
     try:
         assert conn.execute("SELECT version FROM pitstop_schema").fetchone() == (4,)
         # The new snapshot is in its row; the old ones stay where schema 3 put them.
-        placed = conn.execute(
-            "SELECT c.seq, c.snapshot IS NOT NULL, s.seq IS NOT NULL FROM pitstop_checkpoints c "
-            "LEFT JOIN pitstop_snapshots s ON s.run_id = c.run_id AND s.seq = c.seq "
-            "WHERE c.run_id = 'small' ORDER BY c.seq"
-        ).fetchall()
+        placed = conn.execute(_PLACED).fetchall()
         assert placed == [(1, 0, 1), (2, 0, 1), (3, 1, 0)]
     finally:
         conn.close()
