@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import threading
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import msgspec
@@ -65,6 +66,11 @@ class RunFields:
     ended_at: float | None
     error: str | None
     graph_fingerprint: str | None
+
+
+_RUN_VALUES = operator.attrgetter(*[f.name for f in fields(RunFields)][1:])
+"""A RunFields' values after its run id, in field order (as ``RunCore.run_fields``
+passes them)."""
 
 
 SMALL_VIEW_ROWS = 64
@@ -414,20 +420,12 @@ class RunCore:
     def run_fields(self) -> RunFields:
         """The run's row as it is now: the one last written when nothing changed since
         (so a save compares by identity, and builds nothing, when the run is as it was)."""
-        status, attempt = self.status or RunStatus.RUNNING, max(self.attempt, 1)
+        values = (self.status or RunStatus.RUNNING, max(self.attempt, 1), self.started_at,
+                  self.ended_at, self.error, self.graph_fp)  # fmt: skip
         w = self.run_written
-        if (
-            w is not None
-            and w.status is status
-            and w.attempt == attempt
-            and w.started_at == self.started_at
-            and w.ended_at == self.ended_at
-            and w.error == self.error
-            and w.graph_fingerprint == self.graph_fp
-        ):
+        if w is not None and _RUN_VALUES(w) == values:
             return w
-        return RunFields(self.run_id, status, attempt, self.started_at, self.ended_at, self.error,
-                         self.graph_fp)  # fmt: skip
+        return RunFields(self.run_id, *values)
 
     def plan(
         self,
