@@ -22,6 +22,7 @@ from pitstop import (
     SyncCheckpointManager,
 )
 from pitstop.storage import _models, _queries
+from pitstop.storage._backends import CACHE_KIB
 
 DATA = Path(__file__).parent / "data"
 
@@ -302,6 +303,21 @@ def test_durability_settings(tmp_path: Path) -> None:
             assert conn is not None
             assert conn.execute("PRAGMA synchronous").fetchone()[0] == expected
             assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_sqlite_page_cache_holds_a_big_snapshot(tmp_path: Path) -> None:
+    # SQLite's default page cache (2 MiB) is smaller than the snapshot of 10,000
+    # nodes: every restore read it again from the file. Writers and readers alike.
+    assert CACHE_KIB * 1024 > 4 * 2**20
+    path = tmp_path / "a.db"
+    with SqlStore(path) as store:
+        SyncCheckpointManager("r", store=store, enabled=True).save_checkpoint()
+        with SqlStore(path, readonly=True) as reader:
+            reader.open()
+            for s in (store, reader):
+                conn = s._backend._conn  # type: ignore[union-attr]
+                assert conn is not None
+                assert conn.execute("PRAGMA cache_size").fetchone()[0] == -CACHE_KIB
 
 
 def test_unclosed_sql_store_warns(tmp_path: Path) -> None:

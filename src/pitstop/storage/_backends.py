@@ -21,6 +21,12 @@ from ._programs import Batch, Call, Txn, fits_one_statement, save, save_at_once
 from ._queries import POSTGRES, SQLITE, Dialect
 
 BUSY_TIMEOUT_MS = 5000
+CACHE_KIB = 16 * 1024
+"""Upper bound of each SQLite connection's page cache (SQLite's default: 2 MiB). A
+restore reads its snapshot blob through this cache: one of 10,000 nodes (~2.3 MB)
+did not fit the default and was read again from the file at every restore, page by
+page (0.44 ms of a ~5.5 ms restore; ~0.1 ms once it stayed cached). Pages are
+allocated only as they are used."""
 BIG_SNAPSHOT = 256 * 1024
 """A snapshot blob from this size on is folded from the WAL into the database at once."""
 Durability = Literal["full", "normal"]
@@ -166,6 +172,7 @@ class SqliteBackend:
             raise StoreError(f"cannot open {self.where}: {_describe(exc)}") from exc
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
             if not self.readonly:
                 conn.execute(f"PRAGMA synchronous = {self.durability.upper()}")
             self._ensure_schema(conn)
