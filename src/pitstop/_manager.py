@@ -108,7 +108,7 @@ class CheckpointManager(ManagerBase, AsyncClosing):
                     except BaseException as exc:
                         result, error = None, exc
                         continue
-                    future = loop.run_in_executor(store.executor(), store.execute, call)
+                    future = store.hop(store.execute, call)
                 try:
                     result, error = await asyncio.shield(future), None
                 except asyncio.CancelledError as exc:

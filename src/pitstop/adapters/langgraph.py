@@ -43,7 +43,6 @@ manifests, the channel versions each value was written with); a mismatch raises
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import os
 import threading
@@ -208,8 +207,7 @@ class PitstopSaver(ReadSide, BaseCheckpointSaver[int]):
         thread, as pitstop's async manager does; ``MemoryStore`` runs it inline."""
         if not self._store.hops:
             return fn(*args)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._store.executor(), functools.partial(fn, *args))
+        return await self._store.hop(fn, *args)
 
     # -- cache -------------------------------------------------------------------------
 

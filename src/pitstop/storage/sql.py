@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
 from .._context import AsyncClosing, Closing
 from ._backends import Backend, Durability, PostgresBackend, SqliteBackend
 from ._programs import Call
+from ._threads import StoreThreads
 from ._urls import parse_target
 
 R = TypeVar("R")
@@ -29,7 +31,7 @@ class Store(Closing, AsyncClosing):
 
     def __init__(self, backend: Backend) -> None:
         self._backend = backend
-        self._executor: ThreadPoolExecutor | None = None
+        self._threads: StoreThreads | None = None
         self._lock = threading.Lock()
 
     @property
@@ -62,9 +64,9 @@ class Store(Closing, AsyncClosing):
     def close(self) -> None:
         """Close connections and the store's thread; idempotent."""
         with self._lock:
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=True)
+            threads, self._threads = self._threads, None
+        if threads is not None:
+            threads.shutdown()  # every transaction already asked for finishes first
         self._backend.close()
 
     def execute(self, call: Call[R]) -> R:
@@ -79,13 +81,15 @@ class Store(Closing, AsyncClosing):
         done, result = self._backend.run_now(call)
         return done, result
 
-    def executor(self) -> ThreadPoolExecutor:
-        """The thread(s) async callers hop onto."""
+    def hop(self, fn: Callable[..., R], *args: Any) -> asyncio.Future[R]:
+        """Run ``fn(*args)`` on the store's thread(s) (one per pooled connection);
+        from a running event loop. Its outcome arrives in the future returned."""
         with self._lock:
-            if self._executor is None:
+            threads = self._threads
+            if threads is None:
                 workers = getattr(self._backend, "pool_size", 1)
-                self._executor = ThreadPoolExecutor(workers, thread_name_prefix="pitstop-store")
-            return self._executor
+                threads = self._threads = StoreThreads(workers, "pitstop-store")
+        return threads.submit(fn, *args)
 
     _entered = open
 
