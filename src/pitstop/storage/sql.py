@@ -64,9 +64,14 @@ class Store(Closing, AsyncClosing):
     def close(self) -> None:
         """Close connections and the store's thread; idempotent."""
         with self._lock:
-            threads, self._threads = self._threads, None
+            threads = self._threads
         if threads is not None:
-            threads.shutdown()  # every transaction already asked for finishes first
+            # Every transaction already asked for finishes first (from one of these
+            # threads this raises, before anything is closed).
+            threads.shutdown()
+            with self._lock:
+                if self._threads is threads:
+                    self._threads = None
         self._backend.close()
 
     def execute(self, call: Call[R]) -> R:
