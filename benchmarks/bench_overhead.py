@@ -9,7 +9,9 @@ Two runners, each in three forms side by side (interleaved round by round):
   10 before it. A round is one whole run, timed inside the module's event loop.
 - sync: the loop runner of ``_runners.py`` over N no-op sync nodes with a
   disabled ``SyncCheckpointManager``: ``plain`` (no hook code), ``once`` (flag
-  read once per run), ``site_guard`` (``if mgr.enabled:`` at every site).
+  read once per run), ``site_guard`` (``if mgr.enabled:`` at every site). Each
+  form's samples come from ``_runners.PLACEMENTS`` copies of its function in turn,
+  each with bytecode of its own (``_runners.placements`` says why).
 
 The target: ``once`` within noise of ``plain`` (p50 ratio <= 1.02) at every N.
 """
