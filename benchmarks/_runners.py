@@ -115,9 +115,10 @@ def placements(fn: F, k: int = PLACEMENTS) -> list[F]:
     """``k`` copies of ``fn``, each with a code object, and so bytecode, of its own.
 
     Why: at N=100 a run of the sync loop takes ~2.4 µs, and where a loop's bytecode
-    lies in memory moves that by more than the 2% the target allows. Eight copies
-    of ``run_plain`` measured in one process (3,000 interleaved rounds) had p50s
-    from 2,474 to 2,534 ns, and one process's ``once / plain`` ratio went from 1.066
+    lies in memory moves that by about the 2% the target allows. Measured in one
+    process (3,000 interleaved rounds; copies compiled again from the source), eight
+    copies of ``run_plain`` had p50s from 2,474 to 2,514 ns and eight of ``run_once``
+    from 2,484 to 2,534 ns; and one process's ``once / plain`` ratio went from 1.066
     and 1.030 to 1.013 and 1.005 when 3,000 unused objects were allocated at import
     beforehand (nothing else changed). Samples spread over copies measure the code,
     not one placement of it.
