@@ -214,15 +214,16 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     assert (err.value.found, err.value.supported) == (99, 4)
 
 
-def _v1_database(path: Path) -> None:
+def _fixture_database(path: Path, fixture: str) -> None:
+    """A SQLite file at ``path`` holding the fixture dump ``DATA / fixture`` (an old schema)."""
     conn = sqlite3.connect(path)
-    conn.executescript((DATA / "v1_store.sql").read_text())
+    conn.executescript((DATA / fixture).read_text())
     conn.close()
 
 
 def test_schema_1_database_migrates_and_restores(tmp_path: Path) -> None:
     db = tmp_path / "old.db"
-    _v1_database(db)
+    _fixture_database(db, "v1_store.sql")
     with pytest.raises(StoreError, match="schema 1"):
         SqlStore(db, readonly=True).open()  # a read-only open never migrates
     with SyncCheckpointManager("etl", store=db, enabled=True) as m:
@@ -249,7 +250,7 @@ def test_migration_keeps_damage_damaged(tmp_path: Path) -> None:
     from pitstop import CorruptCheckpoint
 
     db = tmp_path / "old.db"
-    _v1_database(db)
+    _fixture_database(db, "v1_store.sql")
     with sqlite3.connect(db) as conn:  # flip a byte of a schema-1 output before migrating
         conn.execute("UPDATE pitstop_node_states SET output = CAST('{\"node\":\"X\"}' AS BLOB) "
                      "WHERE run_id = 'etl' AND node_id = 'a'")  # fmt: skip
@@ -280,7 +281,7 @@ def test_migration_fails_exactly_what_version_1_could_not_load(
 ) -> None:
     """Damage harms the checkpoints that read it, as in version 1, and no others."""
     db = tmp_path / "old.db"
-    _v1_database(db)
+    _fixture_database(db, "v1_store.sql")
     conn = sqlite3.connect(db)
     with conn:
         conn.execute(damage.replace("WHERE", "WHERE run_id = 'etl' AND"))
@@ -431,9 +432,7 @@ def test_schema_3_database_migrates_on_postgres(pg_db: str) -> None:
 def test_schema_2_database_migrates_and_restores(tmp_path: Path) -> None:
     """A store written by pitstop 0.1 before serialization v2 (schema 2, JSON outputs)."""
     db = tmp_path / "v2.db"
-    conn = sqlite3.connect(db)
-    conn.executescript((DATA / "v2_store.sql").read_text())
-    conn.close()
+    _fixture_database(db, "v2_store.sql")
     with pytest.raises(StoreError, match="schema 2, older than 4"):
         SqlStore(db, readonly=True).open()
     with SyncCheckpointManager("etl", store=db, enabled=True) as m:
@@ -464,9 +463,7 @@ def test_schema_3_database_migrates_and_restores(tmp_path: Path) -> None:
     import datetime as dt
 
     db = tmp_path / "v3.db"
-    conn = sqlite3.connect(db)
-    conn.executescript((DATA / "v3_store.sql").read_text())
-    conn.close()
+    _fixture_database(db, "v3_store.sql")
     with pytest.raises(StoreError, match="schema 3, older than 4"):
         SqlStore(db, readonly=True).open()
     with SyncCheckpointManager("etl", store=db, enabled=True) as m:
