@@ -25,7 +25,6 @@ import time
 import pytest
 from _harness import Recorder, Sample, interleave, timed_async
 from _runners import (
-    PLACEMENTS,
     dag_workflow,
     placements,
     run_once,
@@ -66,24 +65,25 @@ def test_sync_loop(recorder: Recorder, n: int) -> None:
 
     # Each form's samples take its copies in turn (``_runners.placements``: where one
     # copy's bytecode lies moves a run by more than the 2% limit at N=100).
-    plains, onces, guards = placements(run_plain), placements(run_once), placements(run_site_guard)
-    turns = {name: itertools.count() for name in ("plain", "once", "site_guard")}
+    plains = itertools.cycle(placements(run_plain))
+    onces = itertools.cycle(placements(run_once))
+    guards = itertools.cycle(placements(run_site_guard))
 
     # Written out three times so each sample is the runner call and nothing else.
     def plain() -> int:
-        run = plains[next(turns["plain"]) % PLACEMENTS]
+        run = next(plains)
         t0 = time.perf_counter_ns()
         run(nodes)
         return time.perf_counter_ns() - t0
 
     def once() -> int:
-        run = onces[next(turns["once"]) % PLACEMENTS]
+        run = next(onces)
         t0 = time.perf_counter_ns()
         run(nodes, mgr)
         return time.perf_counter_ns() - t0
 
     def site_guard() -> int:
-        run = guards[next(turns["site_guard"]) % PLACEMENTS]
+        run = next(guards)
         t0 = time.perf_counter_ns()
         run(nodes, mgr)
         return time.perf_counter_ns() - t0
