@@ -3,10 +3,10 @@ with no store, no thread and no event loop."""
 
 from __future__ import annotations
 
-import hashlib
 import threading
 
 import pytest
+import xxhash
 
 from pitstop import CheckpointPolicy, GraphMismatch, JsonSerializer, SerializationError
 from pitstop._codec import manifest_hex, manifest_term
@@ -29,7 +29,8 @@ def test_plan_finalize_commit_and_delta() -> None:
     assert plan.snapshot and plan.parent_seq is None and plan.expected_hwm is None
     record, rows = plan.finalize(1)
     assert rows == [] and record.snapshot is not None  # every row in one blob
-    assert record.manifest == hashlib.sha256(record.snapshot).hexdigest()
+    assert record.schema_version == 4  # format 4: xxh3-128 digests
+    assert record.manifest == xxhash.xxh3_128_hexdigest(record.snapshot)
     assert (record.nodes_written, record.node_count, record.root_seq) == (2, 2, 1)
     c.commit(plan, 1)
     assert c.dirty == set() and c.hwm == 1

@@ -120,16 +120,33 @@ def _memory() -> Any:
     return MemoryStore()
 
 
-@pytest.mark.parametrize("beside", [True, False], ids=["hashed beside decode", "hashed first"])
-@pytest.mark.parametrize("damage", ["flipped byte", "valid hash, no rows"])
-def test_snapshot_blob_damage_is_caught_however_it_is_hashed(
-    monkeypatch: pytest.MonkeyPatch, damage: str, beside: bool
-) -> None:
-    import hashlib
-
+def _restamp(root: Any, version: int, blob: bytes, manifest: str | None = None) -> None:
+    """Make ``root`` (a one-checkpoint chain) hold ``blob`` under format ``version``'s
+    digests, as a pitstop of that version wrote it (``manifest``: the blob's own digest
+    unless given)."""
     from pitstop import _codec
 
-    # A big snapshot is hashed on a thread while it decodes: the verdict is the same.
+    object.__setattr__(root, "schema_version", version)
+    object.__setattr__(root, "snapshot", blob)
+    object.__setattr__(root, "manifest", manifest or _codec.digest(version)(blob))
+    object.__setattr__(root, "payload_hash",
+                       _codec.payload_hash(root.metadata, root.state, version))  # fmt: skip
+    object.__setattr__(root, "checksum", _codec.record_checksum(root))
+
+
+@pytest.mark.parametrize(
+    ("version", "beside"),
+    [(4, False), (3, True), (3, False)],
+    ids=["xxh3-128", "sha256 beside decode", "sha256 first"],
+)
+@pytest.mark.parametrize("damage", ["flipped byte", "valid hash, no rows"])
+def test_snapshot_blob_damage_is_caught_however_it_is_hashed(
+    monkeypatch: pytest.MonkeyPatch, damage: str, version: int, beside: bool
+) -> None:
+    from pitstop import _codec
+
+    # Format 4 hashes a snapshot (xxh3-128) before decoding it; a big format 3 one
+    # (sha256) is hashed on a thread while it decodes. The verdict is the same.
     monkeypatch.setattr(_codec, "HASH_BESIDE", 0 if beside else 1 << 40)
     with SyncCheckpointManager("r", store=_memory(), enabled=True) as m:
         for n in "ab":
@@ -138,19 +155,65 @@ def test_snapshot_blob_damage_is_caught_however_it_is_hashed(
         m.save_checkpoint()
         loaded = m._get_store().execute(Call(P.load, ("r", None), False))
         root = loaded.chain[0]
-        assert root.snapshot is not None
+        assert root.snapshot is not None and root.schema_version == _codec.FORMAT_VERSION
+        _restamp(root, version, root.snapshot)  # as a pitstop of that version wrote it
         verify(loaded.record, loaded.chain, loaded.rows, None)  # intact: it passes
         if damage == "flipped byte":
             blob = bytes([root.snapshot[0] ^ 1]) + root.snapshot[1:]
-            bad, expect = root.manifest, "the snapshot at seq 1 is damaged"
+            _restamp(root, version, blob, manifest=root.manifest)
+            expect = "the snapshot at seq 1 is damaged"
         else:  # bytes no writer made, under a matching hash: they do not decode
-            blob = b"\xc1"
-            bad, expect = hashlib.sha256(blob).hexdigest(), "unreadable snapshot"
-        object.__setattr__(root, "snapshot", blob)
-        object.__setattr__(root, "manifest", bad)
-        object.__setattr__(root, "checksum", _codec.record_checksum(root))
+            _restamp(root, version, b"\xc1")
+            expect = "unreadable snapshot"
         with pytest.raises(CorruptCheckpoint, match=expect):
             verify(loaded.record, loaded.chain, loaded.rows, None)
+        m._release_store()
+
+
+def test_each_checkpoint_is_verified_with_the_digest_of_its_own_format() -> None:
+    import hashlib
+
+    import xxhash
+
+    from pitstop import _codec
+
+    # A run begun by pitstop 3 (sha256) and carried on by pitstop 4 (xxh3-128): the
+    # old snapshot and the new delta each verify under their own version's hash, and
+    # the same bytes under the other version's hash are damage.
+    policy = CheckpointPolicy(snapshot_every=10)
+    with SyncCheckpointManager("r", store=_memory(), enabled=True, policy=policy) as m:
+        m.on_run_start(graph={f"n{i}": () for i in range(80)})  # no small snapshots
+        m.on_node_finish(node_id="n0", output=0)
+        assert m.save_checkpoint().snapshot
+        m.on_node_finish(node_id="n1", output=1)
+        assert not m.save_checkpoint().snapshot
+        loaded = m._get_store().execute(Call(P.load, ("r", None), False))
+        root, delta = loaded.chain
+        assert root.manifest == xxhash.xxh3_128_hexdigest(root.snapshot or b"")
+        [row] = loaded.rows
+        assert row.checksum == node_checksum("r", 2, row) == node_checksum("r", 2, row, 4)
+        assert node_checksum("r", 2, row, 3) != row.checksum
+        blob = root.snapshot or b""
+        for version in (3, 4):
+            _restamp(root, version, blob)  # as pitstop `version` wrote it: intact
+            assert verify(delta, loaded.chain, loaded.rows, None)["n1"].output == row.output
+            # The header says the other version (its checksum redone), the digests
+            # stay: the blob no longer matches its manifest.
+            object.__setattr__(root, "schema_version", 7 - version)
+            object.__setattr__(root, "checksum", _codec.record_checksum(root))
+            with pytest.raises(CorruptCheckpoint, match="the snapshot at seq 1 is damaged"):
+                verify(delta, loaded.chain, loaded.rows, None)
+        assert _codec.digest(3)(blob) == hashlib.sha256(blob).hexdigest()
+        _restamp(root, 4, blob)
+        object.__setattr__(delta, "schema_version", 3)
+        object.__setattr__(delta, "checksum", _codec.record_checksum(delta))
+        with pytest.raises(CorruptCheckpoint, match="metadata or state does not match"):
+            verify(delta, loaded.chain, loaded.rows, None)
+        object.__setattr__(delta, "payload_hash",
+                           _codec.payload_hash(delta.metadata, delta.state, 3))  # fmt: skip
+        object.__setattr__(delta, "checksum", _codec.record_checksum(delta))
+        with pytest.raises(CorruptCheckpoint, match=r"node 'n1' .* checksum mismatch"):
+            verify(delta, loaded.chain, loaded.rows, None)
         m._release_store()
 
 
@@ -182,8 +245,6 @@ def test_snapshot_rows_carry_no_checksum_of_their_own() -> None:
 def test_a_snapshot_row_with_an_unknown_status_is_damage() -> None:
     # Bytes no pitstop wrote, under a matching hash: a row whose status is none of
     # NodeStatus fails the decode (the field is a Literal), as unreadable.
-    import hashlib
-
     from pitstop import _codec
 
     with SyncCheckpointManager("r", store=_memory(), enabled=True) as m:
@@ -193,9 +254,7 @@ def test_a_snapshot_row_with_an_unknown_status_is_damage() -> None:
         root = loaded.chain[0]
         row = NodeRow("a", "completed", 1, None, None, 1.0, (), "typed", b"\x01")
         blob = _codec.snapshot_blob([row]).replace(b"completed", b"completex")
-        object.__setattr__(root, "snapshot", blob)
-        object.__setattr__(root, "manifest", hashlib.sha256(blob).hexdigest())
-        object.__setattr__(root, "checksum", _codec.record_checksum(root))
+        _restamp(root, root.schema_version, blob)
         with pytest.raises(CorruptCheckpoint, match="unreadable snapshot"):
             verify(loaded.record, loaded.chain, loaded.rows, None)
         m._release_store()

@@ -446,8 +446,12 @@ def test_schema_2_database_migrates_and_restores(tmp_path: Path) -> None:
         assert [i.serializer for i in m.list_checkpoints()] == ["json"] * 4
         m.on_node_start(node_id="load")
         m.on_node_finish(node_id="load", output=(3, "rows"))  # typed: a tuple stays a tuple
-        assert m.save_checkpoint().seq == 5
+        info = m.save_checkpoint()
+        assert info.seq == 5 and not info.snapshot
     with SyncCheckpointManager("etl", store=db, enabled=True) as m:
+        # A format 4 delta (xxh3-128 digests) on a chain of format 2 (sha256): each
+        # checkpoint verifies under its own format's hash.
+        assert [i.schema_version for i in m.list_checkpoints()] == [2, 2, 2, 2, 4]
         cp = m.load_checkpoint()
         assert cp.completed["load"] == (3, "rows") and cp.completed["extract"]["rows"] == [1, 2, 3]
     with sqlite3.connect(db) as conn:

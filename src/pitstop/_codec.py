@@ -3,9 +3,12 @@
 Kept apart from the stores so every backend verifies the same way.
 
 A checkpoint is either a **snapshot** (every node row, encoded together in one
-blob whose sha256 is its ``manifest``) or a **delta** (node rows of its own,
+blob whose digest is its ``manifest``) or a **delta** (node rows of its own,
 each with a checksum over its canonical bytes, run id and seq; its
 ``manifest`` is the sum of those checksums and ``nodes_written`` their count).
+
+Every digest of a checkpoint is taken with the hash of its format version
+(``schema_version``): xxh3-128 from version 4 on, sha256 before (``digest``).
 Restoring seq S reads the chain S -> parent -> ... -> root snapshot and
 verifies every checkpoint on it: each header's checksum (lineage included),
 the snapshot blob, and each delta's rows against its manifest. A damaged,
@@ -17,10 +20,11 @@ from __future__ import annotations
 import hashlib
 import operator
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import msgspec
+import xxhash
 
 from ._errors import CorruptCheckpoint, SchemaVersionError, SerializationError
 from ._records import CheckpointRecord, NodeRow
@@ -28,8 +32,33 @@ from ._serde import Serializer
 from ._types import Checkpoint, NodeMap, NodeStatus, Undecoded
 from .codecs._envelope import Envelope, is_ref, parse
 
-FORMAT_VERSION = 3
-"""Version of the checkpoint layout (checksums, snapshots, lineage); in every row."""
+FORMAT_VERSION = 4
+"""Version of the checkpoint layout (checksums, snapshots, lineage); in every row.
+4: digests are xxh3-128 (sha256 before)."""
+
+XXH3_FROM = 4
+"""The first format version whose digests are xxh3-128.
+
+The checksums detect damage (a torn or flipped page, a row edited, moved or lost),
+not forgery: they carry no key, so whoever can rewrite a row can rewrite its
+checksum with any hash. For that job a 128-bit hash misses a random change with
+probability 2**-128, like sha256 in practice, at ~30x its speed: a snapshot of
+10,000 nodes (2.3 MB) hashes in ~0.04 ms against ~1.3 ms, so a restore no longer
+needs a thread to hide the hash. Content addresses (blob digests, which deduplicate
+outputs) stay sha256 or an HMAC: there a collision would be a wrong value."""
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+_XXH3: Callable[[bytes], str] = xxhash.xxh3_128_hexdigest
+
+
+def digest(version: int) -> Callable[[bytes], str]:
+    """The hash (bytes -> hex) of checkpoints written with format ``version``."""
+    return _XXH3 if version >= XXH3_FROM else _sha256
+
 
 _MOD = 1 << 256
 _STATUSES = {s.value: s for s in NodeStatus}
@@ -45,27 +74,29 @@ def _canon(parts: tuple[object, ...]) -> bytes:
     return _ENCODE.encode(parts)
 
 
-def node_checksum(run_id: str, seq: int, r: NodeRow) -> str:
-    """sha256 over a node row's canonical bytes, its run id and seq."""
+def node_checksum(run_id: str, seq: int, r: NodeRow, version: int = FORMAT_VERSION) -> str:
+    """The digest of a node row's canonical bytes, its run id and seq (``version``: the
+    format of the checkpoint that wrote it)."""
     deps = "\x00".join(r.deps)
     parts: tuple[object, ...] = (run_id, seq, r.node_id, r.status, r.attempt, r.error,
                                  _f(r.started_at), _f(r.finished_at), deps, r.serializer,
                                  r.output)  # fmt: skip
     if r.fingerprint is not None:  # rows without one hash as format 2 wrote them
         parts = (*parts, r.fingerprint)
-    return hashlib.sha256(_canon(parts)).hexdigest()
+    return digest(version)(_canon(parts))
 
 
-def payload_hash(metadata: bytes, state: bytes | None) -> str:
-    return hashlib.sha256(_canon((metadata, state))).hexdigest()
+def payload_hash(metadata: bytes, state: bytes | None, version: int = FORMAT_VERSION) -> str:
+    return digest(version)(_canon((metadata, state)))
 
 
 def record_checksum(r: CheckpointRecord) -> str:
-    """sha256 over every header column (lineage and manifest included) and the payload hash."""
+    """The digest, by the record's format version, of every header column (lineage and
+    manifest included) and the payload hash."""
     parts = (r.run_id, r.seq, r.parent_seq, r.root_seq, _f(r.created_at), r.trigger, r.label,
              r.node, r.schema_version, r.serializer, r.size, r.nodes_written, r.node_count,
              r.manifest, r.payload_hash)  # fmt: skip
-    return hashlib.sha256(_canon(parts)).hexdigest()
+    return digest(r.schema_version)(_canon(parts))
 
 
 def _f(value: float | None) -> float | None:
@@ -116,9 +147,10 @@ def _header(r: CheckpointRecord, top: int) -> None:
 
 
 HASH_BESIDE = 1 << 20
-"""A snapshot blob from this size on is hashed on a thread of its own while it is
-decoded (hashlib lets go of the GIL): at 10,000 nodes a verify took ~0.8-0.9 ms less
-(the hash alone ~1.3 ms), measured in one process."""
+"""A sha256 snapshot (format version 3 and older) from this size on is hashed on a
+thread of its own while it is decoded (hashlib lets go of the GIL): at 10,000 nodes a
+verify took ~0.8-0.9 ms less (the hash alone ~1.3 ms), measured in one process. An
+xxh3-128 snapshot is hashed first: that costs less than starting the thread."""
 
 
 class _Hasher(threading.Thread):
@@ -130,12 +162,14 @@ class _Hasher(threading.Thread):
         self.hexdigest = hashlib.sha256(self.data).hexdigest()
 
 
-def _decode_snapshot(blob: bytes, manifest: str) -> list[NodeRow] | msgspec.DecodeError | None:
+def _decode_snapshot(
+    blob: bytes, manifest: str, version: int
+) -> list[NodeRow] | msgspec.DecodeError | None:
     """A snapshot's rows; None when the blob does not match its manifest (checked
     before anything decoded is used), the decode error when it matches but does not
     decode."""
-    if len(blob) < HASH_BESIDE:
-        return _rows_of(blob) if hashlib.sha256(blob).hexdigest() == manifest else None
+    if version >= XXH3_FROM or len(blob) < HASH_BESIDE:
+        return _rows_of(blob) if digest(version)(blob) == manifest else None
     hasher = _Hasher(blob)
     hasher.start()
     try:
@@ -173,13 +207,13 @@ def verify(
         raise CorruptCheckpoint(run_id, asked, f"the store returned seq {top} for seq {asked}")
     for r in chain:
         _header(r, top)
-    if payload_hash(target.metadata, target.state) != target.payload_hash:
+    if payload_hash(target.metadata, target.state, target.schema_version) != target.payload_hash:
         raise CorruptCheckpoint(run_id, top, "metadata or state does not match its hash")
     root = chain[0]
     blob = root.snapshot
     if blob is None:
         raise CorruptCheckpoint(run_id, top, f"the snapshot at seq {root.seq} is damaged")
-    snap = _decode_snapshot(blob, root.manifest)
+    snap = _decode_snapshot(blob, root.manifest, root.schema_version)
     if snap is None:
         raise CorruptCheckpoint(run_id, top, f"the snapshot at seq {root.seq} is damaged")
     if isinstance(snap, msgspec.DecodeError):  # a valid hash over bytes no writer made
@@ -201,7 +235,7 @@ def verify(
         total = 0
         for row in mine:
             try:
-                ok = node_checksum(run_id, r.seq, row) == row.checksum
+                ok = node_checksum(run_id, r.seq, row, r.schema_version) == row.checksum
                 total += int(row.checksum, 16)
             except (TypeError, ValueError):  # a column holds what no writer stores
                 ok = False

@@ -22,6 +22,7 @@ import msgspec
 from ._codec import (
     _OUTPUT,
     FORMAT_VERSION,
+    digest,
     manifest_hex,
     manifest_term,
     node_checksum,
@@ -115,10 +116,10 @@ class SavePlan:
         """The checkpoint row, and the node rows to insert (none for a snapshot)."""
         run_id, blob = self.run_id, None
         if self.snapshot:
-            # A snapshot's rows carry no checksum of their own (the blob's sha256 is the
+            # A snapshot's rows carry no checksum of their own (the blob's digest is the
             # manifest): a stale one from an earlier delta would be dead weight to read.
             blob = snapshot_blob([_replace(row, seq=seq, checksum="") for row in self.rows])
-            rows, manifest = [], hashlib.sha256(blob).hexdigest()
+            rows, manifest = [], _DIGEST(blob)
             written = count = len(self.rows)
         else:
             rows = [row.replace(seq=seq, checksum=node_checksum(run_id, seq, row))
@@ -139,6 +140,7 @@ class SavePlan:
 
 
 _replace = msgspec.structs.replace
+_DIGEST = digest(FORMAT_VERSION)
 _NO_METADATA = encode_metadata({})
 _NO_PAYLOAD_HASH = payload_hash(_NO_METADATA, None)
 """The payload hash of a checkpoint with no metadata and no state (most of them)."""

@@ -17,6 +17,7 @@ import hashlib
 from typing import Any
 
 from .._codec import (
+    digest,
     manifest_hex,
     manifest_term,
     node_checksum,
@@ -29,6 +30,8 @@ from ._queries import placeholders as _param
 from ._schema import Cursor, Dialect
 
 _BAD = "0" * 64
+_VERSION = 2
+"""The format version the migrated checkpoints are written in (digests: sha256)."""
 _NONE = b"\x00"
 
 
@@ -104,12 +107,12 @@ def convert_run(cur: Cursor, dialect: Dialect, run_id: str, now: float) -> None:
     for c in checkpoints:
         seq = c[0]
         if seq == root:
-            written, manifest, snapshot = len(snap_rows), hashlib.sha256(blob).hexdigest(), blob
+            written, manifest, snapshot = len(snap_rows), digest(_VERSION)(blob), blob
         else:
             total = 0
             mine = by_seq.pop(seq, [])
             for row, ok in mine:
-                fresh = node_checksum(run_id, seq, row)
+                fresh = node_checksum(run_id, seq, row, _VERSION)
                 total += manifest_term(fresh)
                 cur.execute(q("UPDATE pitstop_node_states SET checksum = ? WHERE run_id = ? "
                               "AND node_id = ? AND seq = ?"),
@@ -121,16 +124,16 @@ def convert_run(cur: Cursor, dialect: Dialect, run_id: str, now: float) -> None:
         # own header failed, or they read a damaged row (a row later replaced by an
         # intact one harms only the checkpoints that read it, as in version 1).
         good = _v1_record_ok(c, run_id) and all(intact.values())
-        phash = payload_hash(meta, state) if good else _BAD
-        new = CheckpointRecord(run_id, seq, parent, root, c[1], c[2], c[3], c[4], 2, c[5], meta,
-                               state, c[8], written, len(intact), manifest,
+        phash = payload_hash(meta, state, _VERSION) if good else _BAD
+        new = CheckpointRecord(run_id, seq, parent, root, c[1], c[2], c[3], c[4], _VERSION, c[5],
+                               meta, state, c[8], written, len(intact), manifest,
                                payload_hash=phash)  # fmt: skip
         fresh = record_checksum(new)
         cur.execute(q("UPDATE pitstop_checkpoints SET parent_seq = ?, root_seq = ?, "
                       "nodes_written = ?, node_count = ?, manifest = ?, payload_hash = ?, "
-                      "schema_version = 2, checksum = ? WHERE run_id = ? AND seq = ?"),
-                    (parent, root, written, new.node_count, manifest, new.payload_hash, fresh,
-                     run_id, seq))  # fmt: skip
+                      "schema_version = ?, checksum = ? WHERE run_id = ? AND seq = ?"),
+                    (parent, root, written, new.node_count, manifest, new.payload_hash, _VERSION,
+                     fresh, run_id, seq))  # fmt: skip
         if snapshot is not None:
             cur.execute(q("INSERT INTO pitstop_snapshots (run_id, seq, nodes) VALUES (?, ?, ?)"),
                         (run_id, seq, snapshot))  # fmt: skip
