@@ -22,7 +22,7 @@ from pitstop import (
     SyncCheckpointManager,
 )
 from pitstop.storage import _models, _queries
-from pitstop.storage._backends import CACHE_KIB
+from pitstop.storage._backends import BIG_SNAPSHOT, CACHE_KIB
 
 DATA = Path(__file__).parent / "data"
 
@@ -319,6 +319,35 @@ def test_sqlite_page_cache_holds_a_big_snapshot(tmp_path: Path) -> None:
                 conn = s._backend._conn  # type: ignore[union-attr]
                 assert conn is not None
                 assert conn.execute("PRAGMA cache_size").fetchone()[0] == -CACHE_KIB
+
+
+def _wal_restarts(path: Path) -> int:
+    """The checkpoint sequence number in the header of ``path``'s WAL: SQLite adds 1
+    each time a write restarts the WAL from its start (and syncs the new header)."""
+    return int.from_bytes(Path(f"{path}-wal").read_bytes()[12:16], "big")
+
+
+def test_a_big_snapshot_restarts_the_wal_in_its_own_save(tmp_path: Path) -> None:
+    # The WAL is folded into the database before a big snapshot, not after it, so
+    # the restart that follows a full fold (a header sync) is the snapshot's, a slow
+    # save anyway, and not the next small save's.
+    path = tmp_path / "a.db"
+    policy = CheckpointPolicy(snapshot_every=3)
+    with (
+        SqlStore(path) as store,
+        SyncCheckpointManager("r", store=store, enabled=True, policy=policy) as m,
+    ):
+        m.on_run_start(graph={f"n{i:03}": () for i in range(600)})
+        for i in range(600):
+            m.on_node_finish(node_id=f"n{i:03}", output="x" * 500)
+        assert m.save_checkpoint().size >= BIG_SNAPSHOT
+        seen = []
+        for v in range(9):
+            m.on_node_finish(node_id="n000", output=str(v))
+            before = _wal_restarts(path)
+            info = m.save_checkpoint()
+            seen.append((info.snapshot, _wal_restarts(path) - before))
+        assert seen == [(False, 0), (False, 0), (True, 1)] * 3
 
 
 def test_unclosed_sql_store_warns(tmp_path: Path) -> None:
