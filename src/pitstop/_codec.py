@@ -6,13 +6,13 @@ A checkpoint is either a **snapshot** (every node row, encoded together in one
 blob whose digest is its ``manifest``) or a **delta** (node rows of its own,
 each with a checksum over its canonical bytes, run id and seq; its
 ``manifest`` is the sum of those checksums and ``nodes_written`` their count).
-
-Every digest of a checkpoint is taken with the hash of its format version
-(``schema_version``): xxh3-128 from version 4 on, sha256 before (``digest``).
 Restoring seq S reads the chain S -> parent -> ... -> root snapshot and
 verifies every checkpoint on it: each header's checksum (lineage included),
 the snapshot blob, and each delta's rows against its manifest. A damaged,
 missing, extra or moved row therefore fails, and so does a broken chain.
+
+Every digest of a checkpoint is taken with the hash of its own format version
+(``schema_version``): xxh3-128 from version 4 on, sha256 before (``digest``).
 """
 
 from __future__ import annotations
