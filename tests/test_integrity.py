@@ -20,16 +20,23 @@ from pitstop.storage._programs import Call
 Exec = Callable[[str], None]
 
 
+def rows_of(target: str, sql: str) -> list[tuple[Any, ...]]:
+    """Run one statement on its own connection, committed; the rows it returns."""
+    if target.startswith("postgresql"):
+        with psycopg.connect(target, autocommit=True) as conn:
+            cur = conn.execute(sql.encode())
+            return cur.fetchall() if cur.description is not None else []
+    lite = sqlite3.connect(target)
+    try:
+        with lite:
+            return lite.execute(sql).fetchall()
+    finally:
+        lite.close()
+
+
 def raw_sql(target: str) -> Exec:
     def run(sql: str) -> None:
-        if target.startswith("postgresql"):
-            with psycopg.connect(target, autocommit=True) as conn:
-                conn.execute(sql.encode())
-        else:
-            lite = sqlite3.connect(target)
-            with lite:
-                lite.execute(sql)
-            lite.close()
+        rows_of(target, sql)
 
     return run
 
@@ -275,17 +282,6 @@ def test_decoded_snapshot_rows_share_their_status_strings() -> None:
         assert [r.status for r in view.values()].count(COMPLETED) == 25
         assert all(r.status is COMPLETED or r.status is PENDING for r in view.values())
         m._release_store()
-
-
-def rows_of(target: str, sql: str) -> list[tuple[Any, ...]]:
-    if target.startswith("postgresql"):
-        with psycopg.connect(target, autocommit=True) as conn:
-            return conn.execute(sql.encode()).fetchall()
-    lite = sqlite3.connect(target)
-    try:
-        return lite.execute(sql).fetchall()
-    finally:
-        lite.close()
 
 
 def test_a_small_snapshot_is_stored_in_its_row_a_big_one_in_its_table(store_url: str) -> None:
