@@ -2,8 +2,7 @@
 
 Store calls hop once per transaction onto the store's own thread (no event
 loop is tied to a store, so the manager works from any loop); a SQLite read
-that nothing can make wait runs inline (``Store.execute_now``), and a
-PostgreSQL save of one statement is awaited on the loop (``Store.execute_native``). A transaction
+that nothing can make wait runs inline (``Store.execute_now``). A transaction
 that started always finishes: if the caller is cancelled meanwhile, the
 manager waits for the commit (or rollback), keeps its bookkeeping in step
 with the database, and then lets the cancellation through.
@@ -106,14 +105,10 @@ class CheckpointManager(ManagerBase, AsyncClosing):
                         if done:
                             error = None
                             continue
-                        native = store.execute_native(call)  # awaited here, no thread
                     except BaseException as exc:
                         result, error = None, exc
                         continue
-                    if native is not None:
-                        future = asyncio.ensure_future(native)
-                    else:
-                        future = store.hop(store.execute, call)
+                    future = store.hop(store.execute, call)
                 try:
                     result, error = await asyncio.shield(future), None
                 except asyncio.CancelledError as exc:

@@ -2,25 +2,22 @@
 
 Both are synchronous and thread-safe. The sync manager calls them directly;
 the async manager hops once per transaction onto the store's thread, so a
-save is one hop whatever it writes. On PostgreSQL, a save that is one statement
-(most are) is instead awaited on the event loop itself, on that loop's own
-connection (``PostgresBackend.run_native``): no thread to wake, twice.
+save is one hop whatever it writes.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any, Literal
 from urllib.parse import quote
 
 from .._errors import PitstopError, StaleBaseError, StoreError
 from . import _schema
-from ._programs import Batch, Call, Stmt, Txn, fits_one_statement, save, save_at_once
+from ._programs import Batch, Call, Txn, fits_one_statement, save, save_at_once
 from ._queries import POSTGRES, SQLITE, Dialect
 
 BUSY_TIMEOUT_MS = 5000
@@ -243,10 +240,6 @@ class SqliteBackend:
         with self._lock:
             return self._run_locked(call)
 
-    def run_native(self, call: Call[Any]) -> Coroutine[Any, Any, Any] | None:
-        """Never: sqlite3 has no async interface (an fsync would stall the loop)."""
-        return None
-
     def run_now(self, call: Call[Any]) -> tuple[bool, Any]:
         """Run a read on the caller's thread if nothing can make it wait: (True, its
         result); else (False, None), and the caller hops as usual.
@@ -334,8 +327,6 @@ class PostgresBackend:
         self._turn = threading.Condition(threading.Lock())
         self._cursors: dict[Any, Any] = {}
         """Each connection's cursor for one-statement saves (binary results)."""
-        self._native: dict[asyncio.AbstractEventLoop, _LoopConn] = {}
-        """Each event loop's own connection for one-statement saves (``run_native``)."""
 
     def _connect(self) -> Any:
         import psycopg
@@ -392,13 +383,10 @@ class PostgresBackend:
         with self._lock:
             conns, self._all, self._opened = self._all, [], False
             self._cursors = {}
-            native, self._native = list(self._native.values()), {}
         with self._turn:
             self._idle = []
         for conn in conns:
             conn.close()
-        for slot in native:
-            slot.finish()
 
     def _take(self) -> Any:
         """An idle connection, or a new one; waits while pool_size are in use."""
@@ -477,86 +465,6 @@ class PostgresBackend:
         """Never: every PostgreSQL operation waits on the network (async callers hop)."""
         return False, None
 
-    def run_native(self, call: Call[Any]) -> Coroutine[Any, Any, Any] | None:
-        """A coroutine that runs ``call`` on the running event loop, on that loop's own
-        connection (psycopg's async interface), or None: the caller hops as usual.
-
-        Only a save that is one statement (``fits_one_statement``), only once the store
-        is open, and only while the loop's connection is free: a second save at the
-        same time hops, so concurrent managers on one loop still use the whole pool.
-        A hop wakes the store's thread and then the loop's (measured on the benchmark
-        machine: an empty insert 177-194 against 232-273 us p50 through a hop, sync
-        138-142); awaited here, the loop sleeps on the socket like a sync caller.
-        Each loop's connection is one more than ``pool_size``; those of loops that
-        have closed are closed at the next call, the rest with the store.
-        """
-        if self.readonly or not self._opened or not call.write or call.program is not save:
-            return None
-        if not fits_one_statement(call.args[0]):
-            return None
-        loop = asyncio.get_running_loop()
-        if _PROACTOR is not None and isinstance(loop, _PROACTOR):
-            return None  # psycopg's async interface needs a selector loop (Windows' default is not)
-        with self._lock:
-            if not self._opened:
-                return None
-            slot = self._native.get(loop)
-            if slot is None:
-                for done in [lp for lp in self._native if lp.is_closed()]:
-                    self._native.pop(done).finish()
-                slot = self._native[loop] = _LoopConn()
-            if slot.busy:
-                return None
-            slot.busy = True
-        return self._save_native(slot, call)
-
-    async def _save_native(self, slot: _LoopConn, call: Call[Any]) -> Any:
-        import psycopg
-
-        ok = False
-        try:
-            with wrap_errors(call, self.where, (psycopg.IntegrityError,
-                                                psycopg.errors.SerializationFailure)):  # fmt: skip
-                cur = slot.cursor
-                if cur is None or cur.closed or slot.conn.closed:
-                    slot.finish()
-                    slot.conn = await self._aconnect()
-                    cur = slot.cursor = slot.conn.cursor(binary=True)
-                program = save_at_once(*call.args)
-                stmt = next(program)
-                if not isinstance(stmt, Stmt):
-                    raise StoreError(f"{call.name}: a batch where one statement was due")  # never
-                await cur.execute(POSTGRES.sql[stmt.key], stmt.params)
-                rows = await cur.fetchall()
-                ok = True  # answered: the connection is idle again, whatever follows
-                try:
-                    program.send(rows)
-                except StopIteration as stop:
-                    return stop.value
-                raise StoreError(f"{call.name}: one statement was not enough")  # never
-        finally:
-            # A failed or interrupted statement may leave the connection mid-way:
-            # the next save connects again.
-            if not ok:
-                slot.finish()
-            slot.busy = False
-
-    async def _aconnect(self) -> Any:
-        import psycopg
-
-        try:
-            conn = await psycopg.AsyncConnection.connect(
-                self.conninfo, autocommit=True, **self.kwargs
-            )
-            # As ``_connect``: a save whose snapshot predates a concurrent delete or
-            # prune fails on the run row's lock instead of trusting rows that are gone.
-            await conn.execute(
-                "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ"
-            )
-        except psycopg.Error as exc:
-            raise StoreError(f"cannot connect to {self.where}: {_describe(exc)}") from exc
-        return conn
-
     def _read_once(self, conn: Any, call: Call[Any]) -> tuple[bool, Any]:
         """A ``one_step`` read program in one round trip: BEGIN (repeatable read, read
         only), the statement(s) it asks for, COMMIT and one sync, all pipelined (a
@@ -585,27 +493,6 @@ class PostgresBackend:
                 return True, stop.value
         program.close()
         return False, None
-
-
-_PROACTOR: type | None = getattr(asyncio, "ProactorEventLoop", None)
-
-
-class _LoopConn:
-    """One event loop's connection for ``PostgresBackend.run_native``."""
-
-    __slots__ = ("busy", "conn", "cursor")
-
-    def __init__(self) -> None:
-        self.conn: Any = None
-        self.cursor: Any = None
-        self.busy = False
-
-    def finish(self) -> None:
-        """Close the connection from any thread, its loop running or not (the socket
-        is closed; nothing is awaited)."""
-        conn, self.conn, self.cursor = self.conn, None, None
-        if conn is not None and not conn.closed:
-            conn.pgconn.finish()
 
 
 def _mask(conninfo: str) -> str:

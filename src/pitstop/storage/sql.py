@@ -6,7 +6,7 @@ import asyncio
 import os
 import threading
 import warnings
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
@@ -26,8 +26,7 @@ class Store(Closing, AsyncClosing):
     ``close()``); a manager given a path or URL opens and closes its own.
     Each operation is one transaction, run by a sync driver; the async manager
     hops once per transaction onto the store's own thread (a SQLite read that
-    nothing can make wait runs inline: ``execute_now``; a PostgreSQL save of one
-    statement is awaited on the loop: ``execute_native``).
+    nothing can make wait runs inline: ``execute_now``).
     """
 
     def __init__(self, backend: Backend) -> None:
@@ -87,13 +86,6 @@ class Store(Closing, AsyncClosing):
         done, result = self._backend.run_now(call)
         return done, result
 
-    def execute_native(self, call: Call[R]) -> Coroutine[Any, Any, R] | None:
-        """A coroutine that runs ``call`` on the running event loop without a thread
-        (PostgreSQL: a one-statement save, on the loop's own connection), or None:
-        then an async caller hops with ``execute``. Once returned, the coroutine owns
-        that connection until it ends: await it (or wrap it in a task)."""
-        return self._backend.run_native(call)
-
     def hop(self, fn: Callable[..., R], *args: Any) -> asyncio.Future[R]:
         """Run ``fn(*args)`` on the store's thread(s) (one per pooled connection);
         from a running event loop. Its outcome arrives in the future returned."""
@@ -131,8 +123,7 @@ class SqlStore(Store):
             durability: SQLite ``"full"`` (synchronous=FULL, the default) or
                 ``"normal"`` (WAL synchronous=NORMAL: survives a process crash,
                 may lose the last commits on power loss).
-            pool_size: PostgreSQL connections (and async threads) at most; each event
-                loop whose async manager saves has one connection more (its own).
+            pool_size: PostgreSQL connections (and async threads) at most.
             **connect_kwargs: passed to ``psycopg.connect`` (PostgreSQL only).
 
         Raises:
