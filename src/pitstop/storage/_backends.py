@@ -388,19 +388,27 @@ class PostgresBackend:
         for conn in conns:
             conn.close()
 
-    def _take(self) -> Any:
-        """An idle connection, or a new one; waits while pool_size are in use."""
+    def _take(self) -> tuple[Any, bool]:
+        """An idle connection, or a new one, and whether it was idle; waits while
+        pool_size are in use."""
         with self._turn:
             while self._in_use >= self.pool_size:
                 self._turn.wait()
             self._in_use += 1
             if self._idle:
-                return self._idle.pop()
+                return self._idle.pop(), True
         try:
-            return self._connect()
+            return self._connect(), False
         except BaseException:
             self._give_back(None)
             raise
+
+    def _drop_idle(self) -> None:
+        """Close every idle connection (one was found lost: the others likely are)."""
+        with self._turn:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            self._discard(conn)
 
     def _give_back(self, conn: Any) -> None:
         with self._turn:
@@ -424,9 +432,22 @@ class PostgresBackend:
         if self.readonly and call.write:
             raise StoreError(f"{call.name} needs a writable store; {self.where} is read-only")
         self.open()
+        conn, idle = self._take()
+        try:
+            return self._run_on(conn, call)
+        except StoreError as exc:
+            if not (idle and conn.broken and _lost(exc) and _may_run_again(call)):
+                raise
+        # The connection was lost while it sat in the pool (the server restarted, a
+        # proxy or firewall dropped it): run once more, on a new connection.
+        self._drop_idle()
+        conn, _ = self._take()
+        return self._run_on(conn, call)
+
+    def _run_on(self, conn: Any, call: Call[Any]) -> Any:
+        """Run ``call`` on ``conn`` (taken from the pool); give it back, or drop it."""
         import psycopg
 
-        conn = self._take()
         ok = False
         try:
             raced = (psycopg.IntegrityError, psycopg.errors.SerializationFailure)
@@ -493,6 +514,21 @@ class PostgresBackend:
                 return True, stop.value
         program.close()
         return False, None
+
+
+def _lost(exc: StoreError) -> bool:
+    """Whether ``exc`` reports a connection that is gone (psycopg's OperationalError)."""
+    import psycopg
+
+    return isinstance(exc.__cause__, psycopg.OperationalError)
+
+
+def _may_run_again(call: Call[Any]) -> bool:
+    """Whether ``call`` may run again after its connection was lost under it: a read,
+    or a save (its expected high-water seq fences it: had the lost one committed, the
+    second raises StaleBaseError, as the next save would have). Not a delete, prune
+    or status change, whose second run could report a wrong count."""
+    return not call.write or call.program is save
 
 
 def _mask(conninfo: str) -> str:
