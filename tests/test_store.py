@@ -765,9 +765,8 @@ def _terminate(app: str) -> int:
 
 @pytest.mark.parametrize("twin", ["sync", "async"])
 def test_postgres_pooled_connections_lost_while_idle_are_replaced(pg_db: str, twin: str) -> None:
-    # The server restarted, or a proxy dropped idle connections: a save or a read
-    # on such a pooled connection runs again, once, on a new one. A delete is not
-    # retried (its count could be wrong): it fails, and the next call reconnects.
+    # The server restarted, or a proxy dropped idle connections: a read or a fenced
+    # save on such a pooled connection runs again, once, on a new one.
     import asyncio
     import uuid
 
@@ -793,9 +792,102 @@ def test_postgres_pooled_connections_lost_while_idle_are_replaced(pg_db: str, tw
             await call(reader, "on_node_finish", node_id="c", output="c")
             info = await call(reader, "save_checkpoint")
             assert info.nodes_written == 1
-            assert _terminate(app) >= 1
-            with pytest.raises(StoreError, match="delete failed"):
-                await call(reader, "delete")
-            assert await call(reader, "delete") == 3  # a new connection, nothing lost
+            assert [c.seq for c in await call(reader, "list_checkpoints")] == [1, 2, 3]
 
     asyncio.run(story())
+
+
+def _idle_connections(store: SqlStore, n: int) -> None:
+    """Leave ``n`` connections idle in the store's pool."""
+    backend: Any = store._backend
+    taken = [backend._take()[0] for _ in range(n)]
+    for conn in taken:
+        backend._give_back(conn)
+    assert len(backend._idle) == n
+
+
+def test_postgres_calls_that_may_not_run_twice_fail_once_and_the_pool_renews(pg_db: str) -> None:
+    # A delete, or a run's first save from a manager (no expected seq fences it),
+    # is not run again; it fails with StoreError, and every other idle connection,
+    # lost too, is dropped with it: the next call works.
+    import uuid
+
+    app = f"pitstop-lost-{uuid.uuid4().hex[:10]}"
+    with SqlStore(pg_db, pool_size=3, application_name=app) as store:
+        m = SyncCheckpointManager("r", store=store, enabled=True)
+        m.on_node_finish(node_id="a", output=1)
+        _idle_connections(store, 3)
+        assert _terminate(app) == 3
+        with pytest.raises(StoreError, match="save failed"):
+            m.save_checkpoint()
+        assert m.save_checkpoint().nodes_written == 1  # "a" was kept pending
+        m.on_node_finish(node_id="b", output=2)
+        m.save_checkpoint()
+        _idle_connections(store, 3)
+        assert _terminate(app) == 3
+        with pytest.raises(StoreError, match="delete failed"):
+            m.delete(1)
+        assert m.delete(1) == 1
+        assert [c.seq for c in m.list_checkpoints()] == [2]
+
+
+def test_postgres_save_with_retention_runs_again_on_a_new_connection(pg_db: str) -> None:
+    # keep_last makes the save a transaction of several statements (not the
+    # one-statement save): it runs again whole.
+    import uuid
+
+    app = f"pitstop-lost-{uuid.uuid4().hex[:10]}"
+    with SqlStore(pg_db, pool_size=2, application_name=app) as store:
+        m = SyncCheckpointManager("r", store=store, enabled=True,
+                                  policy=CheckpointPolicy(keep_last=2))  # fmt: skip
+        for i in range(4):
+            m.on_node_finish(node_id=f"n{i}", output=i)
+            if i:
+                _idle_connections(store, 2)
+                assert _terminate(app) == 2
+            assert m.save_checkpoint().seq == i + 1
+        assert [c.seq for c in m.list_checkpoints()] == [3, 4]
+        assert m.load_checkpoint().completed == {f"n{i}": i for i in range(4)}
+
+
+def test_postgres_save_whose_answer_was_lost_after_its_commit_happened_once(
+    pg_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The save committed, then its connection died before the answer came back:
+    # the second attempt finds the run's seq moved by its own checkpoint (same seq,
+    # same checksum) and reports the save done, once.
+    from pitstop.storage import _backends
+    from pitstop.storage._programs import save
+
+    real = _backends.PostgresBackend._run_on
+    armed = [True]
+
+    def answer_lost(self: Any, conn: Any, call: Any) -> Any:
+        result = real(self, conn, call)
+        if call.program is save and armed and call.args[0].expected_hwm is not None:
+            armed.clear()
+            with self._turn:  # take it back from the pool, as if still in use
+                self._idle.remove(conn)
+                self._in_use += 1
+            with pg_admin() as admin:
+                admin.execute("SELECT pg_terminate_backend(%s, 5000)", (conn.info.backend_pid,))
+            try:
+                with _backends.wrap_errors(call, self.where, ()):
+                    conn.execute("SELECT 1")  # the lost answer
+            finally:
+                self._discard(conn)
+                self._give_back(None)
+        return result
+
+    monkeypatch.setattr(_backends.PostgresBackend, "_run_on", answer_lost)
+    with SqlStore(pg_db, pool_size=2) as store:
+        m = SyncCheckpointManager("r", store=store, enabled=True)
+        m.on_node_finish(node_id="a", output=1)
+        assert m.save_checkpoint().seq == 1
+        m.on_node_finish(node_id="b", output=2)
+        assert m.save_checkpoint().seq == 2
+        assert not armed  # the answer was lost, and the save ran again
+        m.on_node_finish(node_id="c", output=3)
+        assert m.save_checkpoint().seq == 3
+        assert [(c.seq, c.parent_seq) for c in m.list_checkpoints()] == [(1, None), (2, 1), (3, 2)]
+        assert m.load_checkpoint().completed == {"a": 1, "b": 2, "c": 3}

@@ -12,13 +12,26 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 from .._errors import PitstopError, StaleBaseError, StoreError
 from . import _schema
-from ._programs import Batch, Call, Txn, fits_one_statement, save, save_at_once
+from ._programs import (
+    Batch,
+    Call,
+    Saved,
+    Txn,
+    checksum_at,
+    fits_one_statement,
+    save,
+    save_at_once,
+    set_run,
+)
 from ._queries import POSTGRES, SQLITE, Dialect
+
+if TYPE_CHECKING:
+    from .._core import SavePlan
 
 BUSY_TIMEOUT_MS = 5000
 CACHE_KIB = 16 * 1024
@@ -388,14 +401,14 @@ class PostgresBackend:
         for conn in conns:
             conn.close()
 
-    def _take(self) -> tuple[Any, bool]:
-        """An idle connection, or a new one, and whether it was idle; waits while
-        pool_size are in use."""
+    def _take(self, fresh: bool = False) -> tuple[Any, bool]:
+        """An idle connection (unless ``fresh``), or a new one, and whether it was
+        idle; waits while pool_size are in use."""
         with self._turn:
             while self._in_use >= self.pool_size:
                 self._turn.wait()
             self._in_use += 1
-            if self._idle:
+            if self._idle and not fresh:
                 return self._idle.pop(), True
         try:
             return self._connect(), False
@@ -435,14 +448,34 @@ class PostgresBackend:
         conn, idle = self._take()
         try:
             return self._run_on(conn, call)
-        except StoreError as exc:
-            if not (idle and conn.broken and _lost(exc) and _may_run_again(call)):
+        except StoreError:
+            if not (idle and conn.broken):
                 raise
-        # The connection was lost while it sat in the pool (the server restarted, a
-        # proxy or firewall dropped it): run once more, on a new connection.
-        self._drop_idle()
+            # The connection was lost while it sat in the pool (the server restarted,
+            # a proxy or firewall dropped it): the other idle ones likely were too.
+            self._drop_idle()
+            if not _may_run_again(call):
+                raise
+        conn, _ = self._take(fresh=True)
+        try:
+            return self._run_on(conn, call)
+        except StaleBaseError:
+            # The run's seq moved: by this save's first attempt, if it committed
+            # before its answer was lost. Then its checkpoint is there, and the save
+            # happened, once.
+            plan = call.args[0]
+            if call.program is save and self._landed(plan):
+                return Saved(plan.record.seq)
+            raise
+
+    def _landed(self, plan: SavePlan) -> bool:
+        """Whether the checkpoint ``plan`` makes (seq and checksum) is stored."""
+        record = plan.record
+        if record is None or plan.expected_hwm is None or record.seq != plan.expected_hwm + 1:
+            return False
         conn, _ = self._take()
-        return self._run_on(conn, call)
+        found = self._run_on(conn, Call(checksum_at, (record.run_id, record.seq), False))
+        return bool(found == record.checksum)
 
     def _run_on(self, conn: Any, call: Call[Any]) -> Any:
         """Run ``call`` on ``conn`` (taken from the pool); give it back, or drop it."""
@@ -516,19 +549,16 @@ class PostgresBackend:
         return False, None
 
 
-def _lost(exc: StoreError) -> bool:
-    """Whether ``exc`` reports a connection that is gone (psycopg's OperationalError)."""
-    import psycopg
-
-    return isinstance(exc.__cause__, psycopg.OperationalError)
-
-
 def _may_run_again(call: Call[Any]) -> bool:
-    """Whether ``call`` may run again after its connection was lost under it: a read,
-    or a save (its expected high-water seq fences it: had the lost one committed, the
-    second raises StaleBaseError, as the next save would have). Not a delete, prune
-    or status change, whose second run could report a wrong count."""
-    return not call.write or call.program is save
+    """Whether ``call`` may run again after its connection was lost under it: a read;
+    a status change (it writes absolute values); a save that expects the run's
+    high-water seq, which fences it (had the lost attempt committed, the second finds
+    the seq moved; ``PostgresBackend.run`` then looks for its checkpoint). Not a
+    run's first save from this manager (no fence: it could be stored twice), nor a
+    delete or prune (a second run could report a wrong count)."""
+    if not call.write or call.program is set_run:
+        return True
+    return call.program is save and call.args[0].expected_hwm is not None
 
 
 def _mask(conninfo: str) -> str:

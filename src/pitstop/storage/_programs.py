@@ -369,6 +369,13 @@ def load(run_id: str, seq: int | None, blobs: bool = True) -> Txn[Loaded]:
 
 
 @one_step
+def checksum_at(run_id: str, seq: int) -> Txn[str | None]:
+    """The checksum of checkpoint ``seq`` of the run (None: there is none)."""
+    found = yield Stmt("cp_checksum", (run_id, seq))
+    return str(found[0][0]) if found else None
+
+
+@one_step
 def run_info(run_id: str) -> Txn[RunInfo | None]:
     found = yield Stmt("run_one", (run_id, run_id))
     return _run(found[0][0], found[0][1:8], *found[0][8:]) if found else None

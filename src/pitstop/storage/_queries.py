@@ -146,6 +146,7 @@ _TEMPLATES = {
     "blobs_latest": _BLOBS_OF.format(which="ORDER BY seq DESC LIMIT 1"),
     "blobs_at": _BLOBS_OF.format(which="AND seq = ?"),
     "cp_list": f"SELECT {_H} FROM {CHECKPOINTS} WHERE run_id = ? AND retired = 0 ORDER BY seq",
+    "cp_checksum": f"SELECT checksum FROM {CHECKPOINTS} WHERE run_id = ? AND seq = ?",
     "nth_live": f"SELECT seq FROM {CHECKPOINTS} WHERE run_id = ? AND retired = 0 "
     "ORDER BY seq DESC LIMIT 1 OFFSET ?",
     "live_before": f"SELECT seq FROM {CHECKPOINTS} WHERE run_id = ? AND retired = 0 "
