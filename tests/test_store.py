@@ -751,6 +751,14 @@ def test_only_reads_that_ask_once_are_marked_one_step() -> None:
         assert not getattr(fn, "one_step", False), fn.__name__
 
 
+@pytest.fixture
+def app() -> str:
+    """An application_name of the test's own, to find its connections on the server."""
+    import uuid
+
+    return f"pitstop-lost-{uuid.uuid4().hex[:10]}"
+
+
 def _terminate(app: str) -> int:
     """Terminate every server backend of connections named ``app``; how many."""
     with pg_admin() as admin:
@@ -764,13 +772,12 @@ def _terminate(app: str) -> int:
 
 
 @pytest.mark.parametrize("twin", ["sync", "async"])
-def test_postgres_pooled_connections_lost_while_idle_are_replaced(pg_db: str, twin: str) -> None:
+def test_postgres_pooled_connections_lost_while_idle_are_replaced(
+    pg_db: str, twin: str, app: str
+) -> None:
     # The server restarted, or a proxy dropped idle connections: a read or a fenced
     # save on such a pooled connection runs again, once, on a new one.
     import asyncio
-    import uuid
-
-    app = f"pitstop-lost-{uuid.uuid4().hex[:10]}"
 
     async def call(m: Any, name: str, *args: Any, **kwargs: Any) -> Any:
         found = getattr(m, name)(*args, **kwargs)
@@ -806,13 +813,12 @@ def _idle_connections(store: SqlStore, n: int) -> None:
     assert len(backend._idle) == n
 
 
-def test_postgres_calls_that_may_not_run_twice_fail_once_and_the_pool_renews(pg_db: str) -> None:
+def test_postgres_calls_that_may_not_run_twice_fail_once_and_the_pool_renews(
+    pg_db: str, app: str
+) -> None:
     # A delete, or a run's first save from a manager (no expected seq fences it),
     # is not run again; it fails with StoreError, and every other idle connection,
     # lost too, is dropped with it: the next call works.
-    import uuid
-
-    app = f"pitstop-lost-{uuid.uuid4().hex[:10]}"
     with SqlStore(pg_db, pool_size=3, application_name=app) as store:
         m = SyncCheckpointManager("r", store=store, enabled=True)
         m.on_node_finish(node_id="a", output=1)
@@ -831,12 +837,9 @@ def test_postgres_calls_that_may_not_run_twice_fail_once_and_the_pool_renews(pg_
         assert [c.seq for c in m.list_checkpoints()] == [2]
 
 
-def test_postgres_save_with_retention_runs_again_on_a_new_connection(pg_db: str) -> None:
+def test_postgres_save_with_retention_runs_again_on_a_new_connection(pg_db: str, app: str) -> None:
     # keep_last makes the save a transaction of several statements (not the
     # one-statement save): it runs again whole.
-    import uuid
-
-    app = f"pitstop-lost-{uuid.uuid4().hex[:10]}"
     with SqlStore(pg_db, pool_size=2, application_name=app) as store:
         m = SyncCheckpointManager("r", store=store, enabled=True,
                                   policy=CheckpointPolicy(keep_last=2))  # fmt: skip
