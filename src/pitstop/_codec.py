@@ -159,7 +159,7 @@ class _Hasher(threading.Thread):
         self.data, self.hexdigest = data, ""
 
     def run(self) -> None:
-        self.hexdigest = hashlib.sha256(self.data).hexdigest()
+        self.hexdigest = _sha256(self.data)
 
 
 def _decode_snapshot(
