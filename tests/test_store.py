@@ -20,6 +20,7 @@ from pitstop import (
     MemoryStore,
     SchemaVersionError,
     SqlStore,
+    StaleBaseError,
     StoreError,
     SyncCheckpointManager,
 )
@@ -306,6 +307,61 @@ def test_durability_settings(tmp_path: Path) -> None:
             assert conn is not None
             assert conn.execute("PRAGMA synchronous").fetchone()[0] == expected
             assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+@pytest.mark.parametrize("mode, expected", [("full", "on"), ("normal", "off")])
+def test_postgres_durability_applies_to_every_connection(
+    pg_db: str, app: str, mode: str, expected: str
+) -> None:
+    # durability="normal" is synchronous_commit off on each pooled connection,
+    # also on one that replaces a lost one; "full" leaves the server's default (on).
+    with SqlStore(pg_db, durability=mode, pool_size=2, application_name=app) as store:  # type: ignore[arg-type]
+        m = SyncCheckpointManager("r", store=store, enabled=True)
+        m.on_node_finish(node_id="a", output=1)
+        assert m.save_checkpoint().seq == 1
+        backend: Any = store._backend
+        for renewed in (False, True):
+            if renewed:
+                _idle_connections(store, 2)
+                assert _terminate(app) == 2
+                m.on_node_finish(node_id="b", output=2)
+                assert m.save_checkpoint().seq == 2  # ran again on a new connection
+            taken = [backend._take()[0] for _ in range(2)]
+            try:
+                for conn in taken:
+                    assert conn.execute("SHOW synchronous_commit").fetchone()[0] == expected
+            finally:
+                for conn in taken:
+                    backend._give_back(conn)
+        assert SyncCheckpointManager("r", store=store, enabled=True).restore_checkpoint().seq == 2
+
+
+def test_postgres_a_lost_newest_commit_makes_the_next_save_stale(pg_db: str) -> None:
+    # What a server crash under durability="normal" can leave: the newest save's
+    # transaction gone whole (its checkpoint row and the run's high-water seq).
+    # The manager that made it gets StaleBaseError; a restore goes on from seq 1,
+    # and seq 2 is given again.
+    import psycopg
+
+    with SqlStore(pg_db, durability="normal") as store:
+        m = SyncCheckpointManager("r", store=store, enabled=True)
+        m.on_node_finish(node_id="a", output=1)
+        m.save_checkpoint()
+        m.on_node_finish(node_id="b", output=2)
+        assert m.save_checkpoint().seq == 2
+        with psycopg.connect(pg_db, autocommit=True) as conn:
+            for table in ("pitstop_checkpoints", "pitstop_snapshots", "pitstop_node_states"):
+                conn.execute(f"DELETE FROM {table} WHERE run_id = 'r' AND seq = 2")
+            conn.execute("UPDATE pitstop_runs SET last_seq = 1 WHERE run_id = 'r'")
+        m.on_node_finish(node_id="c", output=3)
+        with pytest.raises(StaleBaseError) as caught:
+            m.save_checkpoint()
+        assert (caught.value.expected, caught.value.found) == (2, 1)
+        again = SyncCheckpointManager("r", store=store, enabled=True)
+        cp = again.restore_checkpoint()
+        assert (cp.seq, cp.completed) == (1, {"a": 1})
+        again.on_node_finish(node_id="b", output=2)
+        assert again.save_checkpoint().seq == 2
 
 
 def test_sqlite_page_cache_holds_a_big_snapshot(tmp_path: Path) -> None:

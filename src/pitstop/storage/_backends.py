@@ -323,10 +323,19 @@ class PostgresBackend:
     dialect = POSTGRES
     hops = True
 
-    def __init__(self, conninfo: str, *, readonly: bool, pool_size: int, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        readonly: bool,
+        pool_size: int,
+        durability: Durability = "full",
+        **kwargs: Any,
+    ) -> None:
         self.conninfo = conninfo
         self.readonly = readonly
         self.pool_size = pool_size
+        self.durability = durability
         self.kwargs = kwargs
         self.where = _mask(conninfo)
         self._lock = threading.Lock()
@@ -352,6 +361,11 @@ class PostgresBackend:
             conn.execute(
                 "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ"
             )
+            if self.durability == "normal":
+                # A commit returns before its WAL is flushed: a crash of the server or
+                # of its machine may lose the last commits (never half of one); a
+                # crash of this process loses nothing that committed.
+                conn.execute("SET synchronous_commit = off")
         except psycopg.Error as exc:
             raise StoreError(f"cannot connect to {self.where}: {_describe(exc)}") from exc
         with self._lock:

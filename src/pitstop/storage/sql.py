@@ -120,9 +120,12 @@ class SqlStore(Store):
         Args:
             target: a SQLite path, ``sqlite:///path`` or ``postgresql://user@host/db``.
             readonly: never write, create or migrate anything (inspection).
-            durability: SQLite ``"full"`` (synchronous=FULL, the default) or
-                ``"normal"`` (WAL synchronous=NORMAL: survives a process crash,
-                may lose the last commits on power loss).
+            durability: ``"full"`` (the default: a save has reached the disk when
+                it returns; SQLite synchronous=FULL, PostgreSQL synchronous_commit
+                on) or ``"normal"`` (survives a crash of the process that saves, may
+                lose the last commits when the machine loses power, or on
+                PostgreSQL when the server crashes; SQLite WAL synchronous=NORMAL,
+                PostgreSQL synchronous_commit off).
             pool_size: PostgreSQL connections (and async threads) at most.
             **connect_kwargs: passed to ``psycopg.connect`` (PostgreSQL only).
 
@@ -143,9 +146,8 @@ class SqlStore(Store):
         else:
             if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
                 raise ValueError(f"pool_size must be an int >= 1, got {pool_size!r}")
-            backend = PostgresBackend(
-                found.location, readonly=readonly, pool_size=pool_size, **connect_kwargs
-            )
+            backend = PostgresBackend(found.location, readonly=readonly, pool_size=pool_size,
+                                      durability=durability, **connect_kwargs)  # fmt: skip
         super().__init__(backend)
 
     def __del__(self) -> None:
