@@ -21,8 +21,9 @@ one changed node per save.
   schema of its own), after ``on_run_start(graph=K nodes)`` and a first full
   save. A save is ``on_node_start`` (untimed), then ``on_node_finish`` with the
   new output and ``save_checkpoint()``, timed together (the output is encoded
-  in ``on_node_finish``). Extra variants: durability "normal" and
-  ``CheckpointPolicy(keep_last=5)``, sync twin, SQLite.
+  in ``on_node_finish``). Extra variants, sync twin: durability "normal" on
+  both backends (SQLite synchronous=NORMAL, PostgreSQL synchronous_commit
+  off) and ``CheckpointPolicy(keep_last=5)`` on SQLite.
 - LangGraph: a checkpoint whose ``channel_values`` hold one channel per node
   (dict values, so PostgresSaver keeps each in ``checkpoint_blobs`` rather than
   inlining it into the checkpoint row) and whose ``channel_versions`` bump one
@@ -410,9 +411,11 @@ class Rig:
         store = SqlStore.sqlite(self.tmp / f"{name}.db", durability=durability)
         return self.stack.enter_context(store)
 
-    def pitstop_pg(self, schema: str) -> SqlStore:
+    def pitstop_pg(self, schema: str, durability: str = "full") -> SqlStore:
         assert self.pg_url is not None
-        return self.stack.enter_context(SqlStore(self.pg_url, options=f"-c search_path={schema}"))
+        options = f"-c search_path={schema}"
+        store = SqlStore.from_url(self.pg_url, options=options, durability=durability)
+        return self.stack.enter_context(store)
 
     def raw_sqlite(self, name: str) -> RawInsert:
         conn = sqlite3.connect(self.tmp / f"{name}.db", isolation_level=None)
@@ -506,6 +509,7 @@ def test_peer_save(
         keep = rig.pitstop_sqlite("pitstop-keep")
         lg_sqlite, lg_asqlite = rig.sqlite_saver("lg-sync"), rig.async_sqlite_saver("lg-async")
         pg_sync, pg_async = rig.pitstop_pg(rig.schema()), rig.pitstop_pg(rig.schema())
+        pg_normal = rig.pitstop_pg(rig.schema(), durability="normal")
         lg_pg, lg_apg = rig.pg_saver(rig.schema()), rig.async_pg_saver(rig.schema())
         subjects: dict[tuple[str, str], Subject] = {
             ("sqlite", "pitstop sync"): PitstopSync(full, "save"),
@@ -516,6 +520,7 @@ def test_peer_save(
             ("sqlite", "langgraph async"): LangGraphAsync(lg_asqlite, "save", loop),
             ("postgres", "pitstop sync"): PitstopSync(pg_sync, "save"),
             ("postgres", "pitstop async"): PitstopAsync(pg_async, "save", loop),
+            ("postgres", "pitstop sync normal"): PitstopSync(pg_normal, "save"),
             ("postgres", "langgraph sync"): LangGraphSync(lg_pg, "save"),
             ("postgres", "langgraph async"): LangGraphAsync(lg_apg, "save", loop),
             ("sqlite", "raw insert"): rig.raw_sqlite("raw"),

@@ -55,7 +55,8 @@ TWINS = ["sync", "async"]
 PEER_BACKENDS = {
     "sqlite": ["pitstop sync", "pitstop async", "pitstop sync normal",
                "pitstop sync keep_last=5", "langgraph sync", "langgraph async"],
-    "postgres": ["pitstop sync", "pitstop async", "langgraph sync", "langgraph async"],
+    "postgres": ["pitstop sync", "pitstop async", "pitstop sync normal", "langgraph sync",
+                 "langgraph async"],
 }  # fmt: skip
 RAW = "raw insert"
 """The floor interleaved with the saves (one row, one commit): shown beside them."""
