@@ -336,32 +336,68 @@ def test_postgres_durability_applies_to_every_connection(
         assert SyncCheckpointManager("r", store=store, enabled=True).restore_checkpoint().seq == 2
 
 
-def test_postgres_a_lost_newest_commit_makes_the_next_save_stale(pg_db: str) -> None:
-    # What a server crash under durability="normal" can leave: the newest save's
-    # transaction gone whole (its checkpoint row and the run's high-water seq).
-    # The manager that made it gets StaleBaseError; a restore goes on from seq 1,
-    # and seq 2 is given again.
-    import psycopg
+def _lose(backend: str, target: str, seq: int) -> None:
+    """What a crash that loses a save's commit leaves: none of the rows it wrote (a
+    save writes its checkpoint row, its snapshot or node rows; not the run's row,
+    unless the run's fields changed, and these saves change none of them)."""
+    tables = ("pitstop_checkpoints", "pitstop_snapshots", "pitstop_node_states")
+    sql = [f"DELETE FROM {t} WHERE run_id = 'r' AND seq = {seq}" for t in tables]
+    if backend == "sqlite":
+        conn = sqlite3.connect(target, isolation_level=None)
+        try:
+            for stmt in sql:
+                conn.execute(stmt)
+        finally:
+            conn.close()
+    else:
+        import psycopg
 
-    with SqlStore(pg_db, durability="normal") as store:
-        m = SyncCheckpointManager("r", store=store, enabled=True)
+        with psycopg.connect(target, autocommit=True) as pg:
+            for stmt in sql:
+                pg.execute(stmt)
+
+
+@pytest.mark.parametrize("snapshot_small", [0, 4096], ids=["deltas", "snapshots"])
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_a_save_after_its_base_commit_was_lost_is_stale(
+    backend: str, snapshot_small: int, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    # Under durability="normal" a crash may lose the newest commits whole, and their
+    # seqs come again. A manager that outlived the crash must not save on top of
+    # what is there now: neither when its base is gone (the high-water seq went
+    # back), nor when another writer has since saved a different checkpoint at its
+    # base's seq (the high-water seq is the same again: only the base's checksum
+    # tells). It gets StaleBaseError, and the other writer's checkpoint stays.
+    target = (str(tmp_path / "p.db") if backend == "sqlite"
+              else request.getfixturevalue("pg_db"))  # fmt: skip
+    policy = CheckpointPolicy(snapshot_small=snapshot_small)
+    with SqlStore(target, durability="normal") as store:
+        m = SyncCheckpointManager("r", store=store, enabled=True, policy=policy)
+        m.on_run_start(graph={"a": (), "b": (), "c": (), "x": ()})
         m.on_node_finish(node_id="a", output=1)
-        m.save_checkpoint()
+        assert m.save_checkpoint().snapshot
         m.on_node_finish(node_id="b", output=2)
-        assert m.save_checkpoint().seq == 2
-        with psycopg.connect(pg_db, autocommit=True) as conn:
-            for table in ("pitstop_checkpoints", "pitstop_snapshots", "pitstop_node_states"):
-                conn.execute(f"DELETE FROM {table} WHERE run_id = 'r' AND seq = 2")
-            conn.execute("UPDATE pitstop_runs SET last_seq = 1 WHERE run_id = 'r'")
+        assert m.save_checkpoint().snapshot is (snapshot_small > 0)
+        _lose(backend, target, 2)
         m.on_node_finish(node_id="c", output=3)
-        with pytest.raises(StaleBaseError) as caught:
+        with pytest.raises(StaleBaseError) as caught:  # the base is gone
             m.save_checkpoint()
         assert (caught.value.expected, caught.value.found) == (2, 1)
-        again = SyncCheckpointManager("r", store=store, enabled=True)
-        cp = again.restore_checkpoint()
-        assert (cp.seq, cp.completed) == (1, {"a": 1})
-        again.on_node_finish(node_id="b", output=2)
-        assert again.save_checkpoint().seq == 2
+
+        o = SyncCheckpointManager("r", store=store, enabled=True, policy=policy)
+        assert o.restore_checkpoint().completed == {"a": 1}
+        o.on_node_finish(node_id="x", output=99)
+        assert o.save_checkpoint().seq == 2  # seq 2 again, another checkpoint
+        with pytest.raises(StaleBaseError) as caught:  # seq 2 is not m's base
+            m.save_checkpoint()
+        assert (caught.value.expected, caught.value.found) == (2, 2)
+
+        cp = SyncCheckpointManager("r", store=store, enabled=True).restore_checkpoint()
+        assert (cp.seq, cp.completed) == (2, {"a": 1, "x": 99})
+        m.restore_checkpoint()  # what the error says to do: then it saves again
+        assert m.save_checkpoint().seq == 3
 
 
 def test_sqlite_page_cache_holds_a_big_snapshot(tmp_path: Path) -> None:
@@ -608,11 +644,15 @@ def test_a_postgres_save_checks_its_base_by_key_not_by_the_run_history(pg_db: st
 
     with psycopg.connect(pg_db, autocommit=True) as conn:
         conn.execute("BEGIN")
-        sql, params = _queries.POSTGRES.sql["run_lock"], (149, 1, "r")
+        sql, params = _queries.POSTGRES.sql["run_lock"], (149, 1, 149, "r")
         [(plan,)] = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params).fetchall()
         assert _rows_filtered(plan) < 10, plan
-        # The high-water seq; the base's parent and root both found.
-        assert conn.execute(sql, params).fetchall() == [(150, 2)]
+        # The high-water seq; the base's parent and root both found; the base's checksum.
+        row = conn.execute(
+            "SELECT checksum FROM pitstop_checkpoints WHERE run_id = 'r' AND seq = 149"
+        ).fetchone()
+        assert row is not None and len(row[0]) == 32
+        assert conn.execute(sql, params).fetchall() == [(150, 2, row[0])]
         conn.execute("ROLLBACK")
 
 
@@ -625,16 +665,16 @@ def test_a_sqlite_save_checks_its_base_by_key(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "p.db")
     try:
         plan = conn.execute(
-            "EXPLAIN QUERY PLAN " + _queries.SQLITE.sql["run_lock"], (1, 1, "r")
+            "EXPLAIN QUERY PLAN " + _queries.SQLITE.sql["run_lock"], (1, 1, 1, "r")
         ).fetchall()
     finally:
         conn.close()
     details = [row[-1] for row in plan]
     # Every read of pitstop_checkpoints seeks its key: no scan of the run's rows.
     reads = [d for d in details if "pitstop_checkpoints" in d]
-    assert len(reads) == 3, details
+    assert len(reads) == 4, details
     assert all(d.startswith("SEARCH") for d in reads), details
-    assert sum("seq=?" in d for d in reads) == 2, details
+    assert sum("seq=?" in d for d in reads) == 3, details
 
 
 @pytest.mark.postgres

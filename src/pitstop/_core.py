@@ -95,6 +95,10 @@ class SavePlan:
     parent_seq: int | None
     root_seq: int | None
     expected_hwm: int | None
+    base_checksum: str | None
+    """Checksum of the checkpoint at ``parent_seq`` as this manager wrote or read it
+    (None when there is no base): a save whose base seq now holds another checkpoint
+    (the seq was given again after commits were lost) is stale, not a base."""
     node_count: int
     """Nodes in the view this checkpoint makes: the base's and any new ones."""
     header: dict[str, Any]
@@ -200,6 +204,7 @@ class RunCore:
     def _new_lineage(self) -> None:
         self.base_seq: int | None = None
         self.root_seq: int | None = None
+        self.base_checksum: str | None = None
         self.since_snapshot = 0
         self.rows_since_snapshot = 0
         self.since_collect = 0
@@ -497,6 +502,7 @@ class RunCore:
         return SavePlan(
             run_id=self.run_id, rows=rows, changed=changed, snapshot=snapshot,
             parent_seq=self.base_seq, root_seq=self.root_seq, expected_hwm=self.hwm,
+            base_checksum=self.base_checksum,
             node_count=node_count, header=header,
             run=run, keep_last=self.policy.keep_last, meta=meta_dict,
             run_changed=run is not self.run_written, refs=tuple(sorted(d.hex() for d in refs)),
@@ -515,6 +521,7 @@ class RunCore:
             raise RuntimeError("commit of a plan that was never finalized")
         with self.lock:
             self.base_seq, self.root_seq = record.seq, record.root_seq
+            self.base_checksum = record.checksum
             self.since_snapshot = 0 if plan.snapshot else self.since_snapshot + 1
             self.since_collect = 0 if plan.collect else self.since_collect + 1
             self.rows_since_snapshot = (
@@ -546,6 +553,7 @@ class RunCore:
             self.blobs_kept = len(self.blobs)
             self.dirty = set()
             self.base_seq, self.root_seq = record.seq, record.root_seq
+            self.base_checksum = record.checksum
             self.since_snapshot = len(chain) - 1
             # When retention last collected is not known here: the first save after a
             # restore collects (else a worker that restores and saves a few times,

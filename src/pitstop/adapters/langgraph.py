@@ -317,7 +317,7 @@ class PitstopSaver(ReadSide, BaseCheckpointSaver[int]):
             run_id=where.run_id, rows=rows, changed=set(written), snapshot=snapshot,
             parent_seq=None if base is None else base.seq,
             root_seq=None if base is None else base.root_seq,
-            expected_hwm=None, node_count=len(ids),
+            expected_hwm=None, base_checksum=None, node_count=len(ids),
             header=dict(header, size=size),
             run=RunFields(where.run_id, RunStatus.RUNNING, 1, None, None, None, None),
             keep_last=None, meta={}, run_changed=False,
@@ -383,7 +383,8 @@ class PitstopSaver(ReadSide, BaseCheckpointSaver[int]):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        """Store a task's writes against a checkpoint (durably, before the next one).
+        """Store a task's writes against a checkpoint (committed before the next one;
+        as durable as the store's ``durability``).
 
         A write of a special channel (error, interrupt, ...) replaces an earlier one;
         others are kept as first written (LangGraph's rule).

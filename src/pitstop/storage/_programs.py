@@ -141,9 +141,11 @@ def save(plan: SavePlan) -> Txn[Saved]:
     # base's chain (parent and root) is still there (delete or retention elsewhere).
     parent = plan.parent_seq if plan.parent_seq is not None else 0
     root = plan.root_seq if plan.root_seq is not None else parent
-    found = yield Stmt("run_lock", (parent, root, run_id))
-    hwm, n = found[0] if found else (0, 0)
+    found = yield Stmt("run_lock", (parent, root, plan.parent_seq, run_id))
+    hwm, n, base_checksum = found[0] if found else (0, 0, None)
     if plan.expected_hwm is not None and hwm != plan.expected_hwm:
+        raise StaleBaseError(run_id, plan.expected_hwm, hwm)
+    if _replaced(plan, base_checksum):
         raise StaleBaseError(run_id, plan.expected_hwm, hwm)
     if not plan.snapshot and plan.parent_seq is not None and n != 2:
         return Saved(None)
@@ -168,6 +170,13 @@ def save(plan: SavePlan) -> Txn[Saved]:
         # snapshot intervals).
         removed = yield from _retain(run_id, plan.keep_last, collect=plan.collect)
     return Saved(seq, removed)
+
+
+def _replaced(plan: SavePlan, found: str | None) -> bool:
+    """Whether the base's seq now holds another checkpoint than the base: its seq was
+    given again after commits were lost (``durability="normal"`` and a crash, or a
+    database restored from a backup), and another writer saved there meanwhile."""
+    return found is not None and plan.base_checksum is not None and found != plan.base_checksum
 
 
 def _kind(record: CheckpointRecord) -> SaveKind:
@@ -211,7 +220,7 @@ def save_at_once(plan: SavePlan) -> Txn[Saved]:
     record, rows = plan.finalize(plan.expected_hwm + 1)
     seq, kind = record.seq, _kind(record)
     # In the order of the statement's parts (``_queries._save_at_once``).
-    params: list[Any] = [run_id, plan.expected_hwm]
+    params: list[Any] = [plan.parent_seq, run_id, plan.expected_hwm, plan.base_checksum]
     if kind == "d":  # the base's parent and root must still be there
         if plan.parent_seq is None:
             raise ValueError("a delta needs its base")
@@ -231,10 +240,10 @@ def save_at_once(plan: SavePlan) -> Txn[Saved]:
         columns = list(zip(*[_node_params(run_id, r)[1:] for r in rows], strict=True))
         params += (run_id, seq, *[list(c) for i, c in enumerate(columns) if i != 1])
     key = save_at_once_key(kind, len(rows), plan.run_changed)
-    ((hwm, _, inserted),) = yield Stmt(key, params)
+    ((hwm, _, inserted, base_checksum),) = yield Stmt(key, params)
     if inserted:
         return Saved(seq)
-    if hwm != plan.expected_hwm:
+    if hwm != plan.expected_hwm or _replaced(plan, base_checksum):
         raise StaleBaseError(run_id, plan.expected_hwm, hwm)
     return Saved(None)  # the base's chain is gone: write a snapshot
 

@@ -110,6 +110,9 @@ _BASE_FOUND = " + ".join(
     f"(SELECT COUNT(*) FROM {CHECKPOINTS} c{i} WHERE c{i}.run_id = r.run_id AND c{i}.seq = ?)"
     for i in (1, 2)
 )
+# The checksum of the checkpoint now at the base's seq (NULL when there is none): a
+# seq given again after lost commits holds another checkpoint than the base.
+_BASE_CHECKSUM = f"(SELECT b.checksum FROM {CHECKPOINTS} b WHERE b.run_id = r.run_id AND b.seq = ?)"
 _UPSERT_SET = ", ".join(f"{c} = excluded.{c}" for c in (*RUN_COLS, "updated_at"))
 
 _TEMPLATES = {
@@ -123,7 +126,8 @@ _TEMPLATES = {
     # The high-water seq is the larger of the run row's (raised before rows are
     # deleted) and the newest checkpoint row's: saves need not rewrite the run row.
     "run_lock": f"SELECT {{greatest}}(r.last_seq, COALESCE((SELECT MAX(seq) FROM {CHECKPOINTS} "
-    f"m WHERE m.run_id = r.run_id), 0)), {_BASE_FOUND} FROM {RUNS} r WHERE r.run_id = ?{{lock}}",
+    f"m WHERE m.run_id = r.run_id), 0)), {_BASE_FOUND}, {_BASE_CHECKSUM} FROM {RUNS} r "
+    "WHERE r.run_id = ?{lock}",
     "raise_hwm": f"UPDATE {RUNS} SET last_seq = {{greatest}}(last_seq, COALESCE((SELECT MAX(seq) "
     f"FROM {CHECKPOINTS} WHERE run_id = ?), 0)) WHERE run_id = ?",
     "run_upsert": f"INSERT INTO {RUNS} (run_id, {_R}, updated_at) VALUES ({_marks(9)}) "
@@ -199,11 +203,13 @@ in ``pitstop_snapshots``."""
 def _save_at_once(kind: SaveKind, nodes: Literal["0", "1", "n"], run: bool) -> str:
     found = _BASE_FOUND if kind == "d" else "2"  # a snapshot reads no base
     parts = [
-        # lock: [parent, root,] run_id; ok: expected high-water seq
+        # lock: [parent, root,] parent, run_id; ok: expected high-water seq, base checksum
         f"WITH lock AS (SELECT GREATEST(r.last_seq, COALESCE((SELECT MAX(seq) FROM {CHECKPOINTS} "
-        f"m WHERE m.run_id = r.run_id), 0)) AS last_seq, {found} AS n FROM {RUNS} r "
-        "WHERE r.run_id = ? FOR UPDATE OF r)",
-        "ok AS (SELECT 1 FROM lock WHERE last_seq = ? AND n = 2)",
+        f"m WHERE m.run_id = r.run_id), 0)) AS last_seq, {found} AS n, {_BASE_CHECKSUM} AS ck "
+        f"FROM {RUNS} r WHERE r.run_id = ? FOR UPDATE OF r)",
+        # (A base seq that holds no checkpoint is a delta's missing base, counted in n.)
+        "ok AS (SELECT 1 FROM lock WHERE last_seq = ? AND n = 2 "
+        "AND (ck IS NULL OR ck = COALESCE(?::text, ck)))",
     ]
     if run:  # status .. graph_fingerprint, last_seq, updated_at, run_id
         parts.append(
@@ -228,7 +234,10 @@ def _save_at_once(kind: SaveKind, nodes: Literal["0", "1", "n"], run: bool) -> s
             "u.attempt, u.error, u.started_at, u.finished_at, u.deps, u.serializer, u.output, "
             f"u.checksum, u.fingerprint FROM unnest({arrays}) AS u({names}) {_OK})"
         )
-    tail = " SELECT (SELECT last_seq FROM lock), (SELECT n FROM lock), (SELECT COUNT(*) FROM cp)"
+    tail = (
+        " SELECT (SELECT last_seq FROM lock), (SELECT n FROM lock), (SELECT COUNT(*) FROM cp), "
+        "(SELECT ck FROM lock)"
+    )
     return ", ".join(parts) + tail
 
 
