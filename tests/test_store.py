@@ -309,13 +309,22 @@ def test_durability_settings(tmp_path: Path) -> None:
             assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-@pytest.mark.parametrize("mode, expected", [("full", "on"), ("normal", "off")])
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    "mode, server, expected",
+    [("full", "on", "on"), ("full", "off", "on"), ("full", "remote_apply", "remote_apply"),
+     ("normal", "on", "off"), ("normal", "off", "off")],
+)  # fmt: skip
 def test_postgres_durability_applies_to_every_connection(
-    pg_db: str, app: str, mode: str, expected: str
+    pg_db: str, app: str, mode: str, server: str, expected: str
 ) -> None:
-    # durability="normal" is synchronous_commit off on each pooled connection,
-    # also on one that replaces a lost one; "full" leaves the server's default (on).
-    with SqlStore(pg_db, durability=mode, pool_size=2, application_name=app) as store:  # type: ignore[arg-type]
+    # durability="normal" is synchronous_commit off on each pooled connection, also
+    # on one that replaces a lost one. "full" keeps the session's setting unless it
+    # is off (here set off or stronger by the connection's options, as a server,
+    # database, role or PGOPTIONS default would): then it is on.
+    options = f"-c synchronous_commit={server}"
+    with SqlStore(pg_db, durability=mode, pool_size=2, application_name=app,  # type: ignore[arg-type]
+                  options=options) as store:  # fmt: skip
         m = SyncCheckpointManager("r", store=store, enabled=True)
         m.on_node_finish(node_id="a", output=1)
         assert m.save_checkpoint().seq == 1

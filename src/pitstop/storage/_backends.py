@@ -317,6 +317,25 @@ def _big_snapshot(call: Call[Any]) -> bool:
     )
 
 
+_SESSION: dict[str, str] = {
+    # REPEATABLE READ even for one-statement saves: a save whose snapshot predates a
+    # concurrent delete or prune (which update the run row) fails on the run row's
+    # lock instead of trusting rows that are gone.
+    "full": "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ; "
+    # "full": a commit waits for the server's WAL flush even where the server, the
+    # database, the role or PGOPTIONS turned synchronous_commit off (a stronger
+    # setting such as remote_apply is kept).
+    "SELECT set_config('synchronous_commit', 'on', false) "
+    "WHERE current_setting('synchronous_commit') = 'off'",
+    # "normal": a commit returns before its WAL is flushed: a crash of the server or
+    # of its machine may lose the last commits (never half of one); a crash of this
+    # process loses nothing that committed.
+    "normal": "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ; "
+    "SET synchronous_commit = off",
+}
+"""What each new PostgreSQL connection runs first, by durability."""
+
+
 class PostgresBackend:
     """A small pool of psycopg connections; writers lock the run's row."""
 
@@ -353,20 +372,14 @@ class PostgresBackend:
     def _connect(self) -> Any:
         import psycopg
 
+        conn = None
         try:
             conn = psycopg.connect(self.conninfo, autocommit=True, **self.kwargs)
-            # REPEATABLE READ even for one-statement saves: a save whose snapshot
-            # predates a concurrent delete or prune (which update the run row) fails
-            # on the run row's lock instead of trusting rows that are gone.
-            conn.execute(
-                "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ"
-            )
-            if self.durability == "normal":
-                # A commit returns before its WAL is flushed: a crash of the server or
-                # of its machine may lose the last commits (never half of one); a
-                # crash of this process loses nothing that committed.
-                conn.execute("SET synchronous_commit = off")
+            # One round trip, session settings (autocommit: no rollback undoes them).
+            conn.execute(_SESSION[self.durability])
         except psycopg.Error as exc:
+            if conn is not None:
+                conn.close()
             raise StoreError(f"cannot connect to {self.where}: {_describe(exc)}") from exc
         with self._lock:
             self._all.append(conn)

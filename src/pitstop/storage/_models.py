@@ -23,7 +23,8 @@ class _Base(SQLModel, registry=registry()):
 
 
 class RunRow(_Base, table=True):
-    """One run: its status and the highest seq it ever used (seqs are never reused)."""
+    """One run: its status and the highest seq it ever used (seqs are never reused,
+    unless a crash loses commits under ``durability="normal"``)."""
 
     __tablename__ = "pitstop_runs"
 

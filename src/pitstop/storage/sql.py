@@ -122,10 +122,11 @@ class SqlStore(Store):
             readonly: never write, create or migrate anything (inspection).
             durability: ``"full"`` (the default: a save has reached the disk when
                 it returns; SQLite synchronous=FULL, PostgreSQL synchronous_commit
-                on) or ``"normal"`` (survives a crash of the process that saves, may
-                lose the last commits when the machine loses power, or on
-                PostgreSQL when the server crashes; SQLite WAL synchronous=NORMAL,
-                PostgreSQL synchronous_commit off).
+                on, or the server's stronger setting) or ``"normal"`` (survives a
+                crash of the process that saves, may lose the last commits when the
+                machine crashes or loses power, or on PostgreSQL when the server
+                crashes; SQLite WAL synchronous=NORMAL, PostgreSQL synchronous_commit
+                off).
             pool_size: PostgreSQL connections (and async threads) at most.
             **connect_kwargs: passed to ``psycopg.connect`` (PostgreSQL only).
 
