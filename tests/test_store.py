@@ -345,6 +345,21 @@ def test_postgres_durability_applies_to_every_connection(
         assert SyncCheckpointManager("r", store=store, enabled=True).restore_checkpoint().seq == 2
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("mode", ["full", "normal"])
+def test_postgres_session_settings_work_when_every_statement_is_prepared(
+    pg_db: str, mode: str
+) -> None:
+    # prepare_threshold=0 prepares every statement; the settings a connection runs
+    # first are two commands, which no prepared statement can hold.
+    with SqlStore(pg_db, durability=mode, prepare_threshold=0) as store:  # type: ignore[arg-type]
+        m = SyncCheckpointManager("r", store=store, enabled=True)
+        m.on_node_finish(node_id="a", output=1)
+        assert m.save_checkpoint().seq == 1
+        cp = SyncCheckpointManager("r", store=store, enabled=True).restore_checkpoint()
+        assert cp.completed == {"a": 1}
+
+
 def _lose(backend: str, target: str, seq: int) -> None:
     """What a crash that loses a save's commit leaves: none of the rows it wrote (a
     save writes its checkpoint row, its snapshot or node rows; not the run's row,

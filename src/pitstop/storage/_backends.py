@@ -375,8 +375,9 @@ class PostgresBackend:
         conn = None
         try:
             conn = psycopg.connect(self.conninfo, autocommit=True, **self.kwargs)
-            # One round trip, session settings (autocommit: no rollback undoes them).
-            conn.execute(_SESSION[self.durability])
+            # One round trip, session settings (autocommit: no rollback undoes them);
+            # never prepared (two commands cannot be, whatever prepare_threshold says).
+            conn.execute(_SESSION[self.durability], prepare=False)
         except psycopg.Error as exc:
             if conn is not None:
                 conn.close()
