@@ -260,6 +260,51 @@ def test_values_match_a_second_saver_writing_the_same_thread(tmp_path: Path) -> 
         assert len(history(fresh, "t")) == 6 + 2 + 6 + 2
 
 
+@pytest.mark.parametrize("other_cached", [False, True], ids=["snapshot", "delta"])
+def test_a_put_on_a_parent_whose_commit_was_lost_is_written_whole(
+    tmp_path: Path, other_cached: bool
+) -> None:
+    """A crash lost the commit of B (seq 2; durability="normal"), and another saver
+    then wrote B2, which got seq 2 again. The saver that wrote B still has it cached:
+    its next put on B must not become a delta on B2 (a checkpoint no read could
+    decode); the seq holds another checkpoint, so the put is written whole."""
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    db = str(tmp_path / "lost.db")
+
+    def cp(cid: str, values: dict[str, Any], versions: dict[str, Any]) -> Any:
+        c = empty_checkpoint()
+        c["id"], c["channel_values"], c["channel_versions"] = cid, values, versions
+        return c
+
+    def cfg(cid: str | None = None) -> RunnableConfig:
+        conf: dict[str, Any] = {"thread_id": "t", "checkpoint_ns": ""}
+        if cid is not None:
+            conf["checkpoint_id"] = cid
+        return {"configurable": conf}
+
+    with PitstopSaver(db) as x, PitstopSaver(db) as y:
+        x.put(cfg(), cp("A", {"a": "A", "b": "A"}, {"a": 1, "b": 1}), {}, {"a": 1, "b": 1})
+        x.put(cfg("A"), cp("B", {"a": "X-B", "b": "A"}, {"a": 2, "b": 1}), {}, {"a": 2})
+        conn = sqlite3.connect(db, isolation_level=None)
+        try:
+            for table in ("pitstop_checkpoints", "pitstop_snapshots", "pitstop_node_states"):
+                conn.execute(f"DELETE FROM {table} WHERE seq = 2")
+            conn.execute("DELETE FROM pitstop_langgraph_checkpoints WHERE checkpoint_id = 'B'")
+        finally:
+            conn.close()
+        if other_cached:
+            assert y.get_tuple(cfg("A")) is not None  # then B2 is a delta on A
+        y.put(cfg("A"), cp("B2", {"a": "A", "b": "Y-B2"}, {"a": 1, "b": 2}), {}, {"b": 2})
+        x.put(cfg("B"), cp("C", {"a": "X-C", "b": "A"}, {"a": 3, "b": 1}), {}, {"a": 3})
+    with PitstopSaver(db) as fresh:
+        c = fresh.get_tuple(cfg("C"))
+        b2 = fresh.get_tuple(cfg("B2"))
+    assert c is not None and b2 is not None
+    assert c.checkpoint["channel_values"] == {"a": "X-C", "b": "A"}
+    assert b2.checkpoint["channel_values"] == {"a": "A", "b": "Y-B2"}
+
+
 def test_fork_from_an_older_checkpoint_keeps_both_branches(store: Store) -> None:
     config: RunnableConfig = {"configurable": {"thread_id": "fork"}, "recursion_limit": 100}
     with PitstopSaver(store) as saver:

@@ -3,6 +3,7 @@ the schema-1 migration, durability, and what importing pitstop loads."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -414,9 +415,9 @@ def test_a_save_after_its_base_commit_was_lost_is_stale(
         assert o.restore_checkpoint().completed == {"a": 1}
         o.on_node_finish(node_id="x", output=99)
         assert o.save_checkpoint().seq == 2  # seq 2 again, another checkpoint
-        with pytest.raises(StaleBaseError) as caught:  # seq 2 is not m's base
+        with pytest.raises(StaleBaseError, match="seq 2, this manager's base, now holds") as caught:
             m.save_checkpoint()
-        assert (caught.value.expected, caught.value.found) == (2, 2)
+        assert (caught.value.expected, caught.value.found, caught.value.replaced) == (2, 2, 2)
 
         cp = SyncCheckpointManager("r", store=store, enabled=True).restore_checkpoint()
         assert (cp.seq, cp.completed) == (2, {"a": 1, "x": 99})
@@ -678,6 +679,63 @@ def test_a_postgres_save_checks_its_base_by_key_not_by_the_run_history(pg_db: st
         assert row is not None and len(row[0]) == 32
         assert conn.execute(sql, params).fetchall() == [(150, 2, row[0])]
         conn.execute("ROLLBACK")
+
+
+@pytest.mark.postgres
+def test_every_shape_of_a_one_statement_save_checks_its_base_apart_from_the_seq(
+    pg_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each shape, saved on an older base (a restore of seq 1, while the run's
+    # high-water seq is higher), so the base's seq and the high-water seq differ:
+    # it saves with its base's checksum and is stale with any other one.
+    from pitstop.storage import _programs
+
+    used: list[str] = []
+    key_of = _queries.save_at_once_key
+
+    def spy(kind: _queries.SaveKind, rows: int, run: bool) -> str:
+        used.append(key_of(kind, rows, run))
+        return used[-1]
+
+    monkeypatch.setattr(_programs, "save_at_once_key", spy)
+    policy = CheckpointPolicy(snapshot_small=0, snapshot_every=1000)
+    outcomes: dict[str, set[str]] = {}
+    with SqlStore(pg_db) as store:
+        m = SyncCheckpointManager("r", store=store, enabled=True, policy=policy)
+        m.on_run_start(graph={f"n{i}": () for i in range(3)})
+        m.save_checkpoint()
+        m.on_node_start(node_id="n0")
+        m.save_checkpoint()
+        shapes = [(rows, False, False) for rows in (0, 1, 2)] + [(3, True, False), (3, True, True)]
+        for rows, snapshot, big in shapes:
+            for run_changed in (True, False):
+                for checksum in ("kept", "other"):
+                    every = CheckpointPolicy(snapshot_small=0, snapshot_every=1)
+                    w = SyncCheckpointManager("r", store=store, enabled=True,
+                                              policy=every if snapshot else policy)  # fmt: skip
+                    w.restore_checkpoint(1)
+                    core: Any = w._core
+                    if not run_changed:
+                        core.run_written = core.run_fields()
+                    for i in range(rows):
+                        w.on_node_finish(
+                            node_id=f"n{i}", output=os.urandom(5000).hex() if big else i
+                        )
+                    if checksum == "other":
+                        core.base_checksum = "0" * 32
+                    used.clear()
+                    try:
+                        info = w.save_checkpoint()
+                        assert info.snapshot is snapshot
+                        outcome = "saved" if info.parent_seq == 1 else f"parent {info.parent_seq}"
+                    except StaleBaseError:
+                        outcome = "stale"
+                    outcomes.setdefault(used[0], set()).add(f"{checksum}: {outcome}")
+        assert set(outcomes) == set(_queries.SAVE_AT_ONCE), sorted(outcomes)  # all ten
+        assert all(o == {"kept: saved", "other: stale"} for o in outcomes.values()), outcomes
+        reader = SyncCheckpointManager("r", store=store, enabled=True)
+        for info in reader.list_checkpoints():
+            reader.load_checkpoint(info.seq)  # every checkpoint written verifies
 
 
 def test_a_sqlite_save_checks_its_base_by_key(tmp_path: Path) -> None:

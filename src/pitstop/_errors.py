@@ -135,14 +135,22 @@ class StaleBaseError(StoreError):
     (nothing written) instead. Restore the run to continue from its latest state.
     """
 
-    def __init__(self, run_id: str, expected: int | None, found: int | None) -> None:
+    def __init__(
+        self, run_id: str, expected: int | None, found: int | None, *, replaced: int | None = None
+    ) -> None:
+        """``replaced``: the seq of this manager's base, which now holds another
+        checkpoint (its seq was given again after commits were lost)."""
         self.run_id = run_id
         self.expected = expected
         self.found = found
+        self.replaced = replaced
         what = "saved" if found is not None else "changed (saved, deleted or pruned)"
         seen = (
             "" if found is None else f" (high-water seq {found}, this manager expected {expected})"
         )
+        if replaced is not None:
+            seen = (f" (seq {replaced}, this manager's base, now holds another checkpoint: "
+                    "its commit was lost and the seq given again)")  # fmt: skip
         super().__init__(
             f"run {run_id!r} was {what} by another writer meanwhile{seen}; nothing was "
             "written: restore it to continue from its latest checkpoint"

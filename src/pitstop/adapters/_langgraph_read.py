@@ -153,7 +153,7 @@ class ReadSide:
         if remember:
             chain = loaded.chain
             base = Base(found.checkpoint_id, seq, record.root_seq, len(chain) - 1,
-                         frozenset(view), versions, lists)  # fmt: skip
+                         frozenset(view), versions, lists, record.checksum)  # fmt: skip
             self._remember(run_id, base)
         writes = self._pending_writes(found, corrupt)
         parent = None if parent_id is None else config_of(where, str(parent_id))

@@ -317,7 +317,8 @@ class PitstopSaver(ReadSide, BaseCheckpointSaver[int]):
             run_id=where.run_id, rows=rows, changed=set(written), snapshot=snapshot,
             parent_seq=None if base is None else base.seq,
             root_seq=None if base is None else base.root_seq,
-            expected_hwm=None, base_checksum=None, node_count=len(ids),
+            expected_hwm=None, base_checksum=None if base is None else base.checksum,
+            node_count=len(ids),
             header=dict(header, size=size),
             run=RunFields(where.run_id, RunStatus.RUNNING, 1, None, None, None, None),
             keep_last=None, meta={}, run_changed=False,
@@ -373,7 +374,8 @@ class PitstopSaver(ReadSide, BaseCheckpointSaver[int]):
         versions = dict(checkpoint["channel_versions"])
         self._remember(where.run_id, Base(checkpoint_id, seq, record.root_seq,
                                            planned.since_snapshot, planned.ids, versions,
-                                           planned.lists), drop=parent_id)  # fmt: skip
+                                           planned.lists, record.checksum),
+                       drop=parent_id)  # fmt: skip
         return config_of(where, checkpoint_id)
 
     def put_writes(

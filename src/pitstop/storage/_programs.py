@@ -146,7 +146,9 @@ def save(plan: SavePlan) -> Txn[Saved]:
     if plan.expected_hwm is not None and hwm != plan.expected_hwm:
         raise StaleBaseError(run_id, plan.expected_hwm, hwm)
     if _replaced(plan, base_checksum):
-        raise StaleBaseError(run_id, plan.expected_hwm, hwm)
+        if plan.expected_hwm is None:  # no fence (LangGraph's saver): as if it were gone
+            return Saved(None)
+        raise StaleBaseError(run_id, plan.expected_hwm, hwm, replaced=plan.parent_seq)
     if not plan.snapshot and plan.parent_seq is not None and n != 2:
         return Saved(None)
     seq = hwm + 1
@@ -243,8 +245,10 @@ def save_at_once(plan: SavePlan) -> Txn[Saved]:
     ((hwm, _, inserted, base_checksum),) = yield Stmt(key, params)
     if inserted:
         return Saved(seq)
-    if hwm != plan.expected_hwm or _replaced(plan, base_checksum):
+    if hwm != plan.expected_hwm:
         raise StaleBaseError(run_id, plan.expected_hwm, hwm)
+    if _replaced(plan, base_checksum):
+        raise StaleBaseError(run_id, plan.expected_hwm, hwm, replaced=plan.parent_seq)
     return Saved(None)  # the base's chain is gone: write a snapshot
 
 
