@@ -317,21 +317,20 @@ def _big_snapshot(call: Call[Any]) -> bool:
     )
 
 
+# REPEATABLE READ even for one-statement saves: a save whose snapshot predates a
+# concurrent delete or prune (which update the run row) fails on the run row's lock
+# instead of trusting rows that are gone.
+_ISOLATION = "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ; "
 _SESSION: dict[str, str] = {
-    # REPEATABLE READ even for one-statement saves: a save whose snapshot predates a
-    # concurrent delete or prune (which update the run row) fails on the run row's
-    # lock instead of trusting rows that are gone.
-    "full": "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ; "
     # "full": a commit waits for the server's WAL flush even where the server, the
     # database, the role or PGOPTIONS turned synchronous_commit off (a stronger
     # setting such as remote_apply is kept).
-    "SELECT set_config('synchronous_commit', 'on', false) "
+    "full": _ISOLATION + "SELECT set_config('synchronous_commit', 'on', false) "
     "WHERE current_setting('synchronous_commit') = 'off'",
     # "normal": a commit returns before its WAL is flushed: a crash of the server or
     # of its machine may lose the last commits (never half of one); a crash of this
     # process loses nothing that committed.
-    "normal": "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ; "
-    "SET synchronous_commit = off",
+    "normal": _ISOLATION + "SET synchronous_commit = off",
 }
 """What each new PostgreSQL connection runs first, by durability."""
 
