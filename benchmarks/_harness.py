@@ -88,7 +88,12 @@ SEED = 20261126
 
 
 def interleave(
-    variants: Mapping[str, Sample], *, rounds: int, warmup: int = 0, per: int = 1
+    variants: Mapping[str, Sample],
+    *,
+    rounds: int,
+    warmup: int = 0,
+    per: int = 1,
+    after: dict[str, list[tuple[str, float]]] | None = None,
 ) -> dict[str, Summary]:
     """Run ``warmup + rounds`` rounds of every variant; summarize the timed rounds.
 
@@ -98,10 +103,16 @@ def interleave(
         rounds: timed rounds (each variant gets exactly this many samples).
         warmup: untimed rounds first (caches, lazy imports, first connections).
         per: units in one sample (nodes per run...): summaries are per unit.
+        after: filled, when given, with name -> (the variant that ran just before,
+            this sample) for every timed sample, in order; the first of a round
+            follows the last of the round before. What one variant leaves behind
+            (caches filled with its objects, a database busy with its write) is
+            charged to the next one: this tells how much.
     """
     names = list(variants)
     samples: dict[str, list[float]] = {name: [] for name in names}
     orders = random.Random(SEED)
+    previous = ""
     gc.collect()
     for r in range(warmup + rounds):
         order = names[:]
@@ -110,6 +121,9 @@ def interleave(
             ns = variants[name]()
             if r >= warmup:
                 samples[name].append(ns / 1e9 / per)
+                if after is not None:
+                    after.setdefault(name, []).append((previous, ns / 1e9 / per))
+            previous = name
     return {
         name: Summary(percentile(s, 50), percentile(s, 95), len(s)) for name, s in samples.items()
     }

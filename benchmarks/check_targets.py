@@ -277,6 +277,24 @@ def _peer_table(res: Results, bench: str, backend: str, variants: Sequence[str])
     return _table(header, rows)
 
 
+def _after_table(res: Results, backend: str, variants: Sequence[str]) -> str | None:
+    """The save p50s split by what ran just before: a LangGraph save, or anything
+    else (None for a results file written before the split was recorded)."""
+    header = ["K", "variant", "after a langgraph save: n", "p50 (ms)", "after another: n",
+              "p50 (ms)", "ratio"]  # fmt: skip
+    rows = []
+    for k in STORAGE_SIZES:
+        for v in variants:
+            e = res.get("peer_save", backend, v, k).extra
+            if "after_langgraph_n" not in e:
+                return None
+            lg, other = e["after_langgraph_p50"], e["after_other_p50"]
+            ratio = f"{lg / other:.2f}" if lg is not None and other else "-"
+            rows.append([f"{k:,}", v, str(e["after_langgraph_n"]), _ms(lg) if lg else "-",
+                         str(e["after_other_n"]), _ms(other) if other else "-", ratio])  # fmt: skip
+    return _table(header, rows)
+
+
 def peers(res: Results) -> tuple[str, list[Check]]:
     parts = _peer_lines(res)
     for b, variants in PEER_BACKENDS.items():
@@ -285,6 +303,10 @@ def peers(res: Results) -> tuple[str, list[Check]]:
         )
         parts += [f"Peers: save with 1 changed node, {b}, per save (rounds {rounds})", "",
                   _peer_table(res, "peer_save", b, [*variants, RAW]), ""]  # fmt: skip
+        after = _after_table(res, b, [v for v in (*variants, RAW) if "langgraph" not in v])
+        if after is not None:
+            parts += [f"Peers: the same saves, {b}, p50 by the variant that ran just before "
+                      "(the same rounds; no target)", "", after, ""]  # fmt: skip
     for b in PEER_BACKENDS:
         rounds = ", ".join(
             f"K={k:,}: {res.get('peer_restore', b, PEER_RESTORE[0], k).rounds}"
