@@ -566,7 +566,8 @@ def _by_predecessor(samples: list[tuple[str, float]]) -> dict[str, Any]:
 
     At K=10,000 a LangGraph put writes every channel's value (SQLite) or version
     (PostgreSQL) and takes 12-20 ms; whatever runs next finds the CPU caches full
-    of its objects and the database busy with its write."""
+    of its objects and, on the same backend, the database busy with its write. A
+    put of either backend counts, so the split does not tell the two apart."""
     split: dict[str, list[float]] = {"langgraph": [], "other": []}
     for previous, seconds in samples:
         split["langgraph" if "langgraph" in previous else "other"].append(seconds)

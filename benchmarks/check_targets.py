@@ -289,9 +289,10 @@ def _after_table(res: Results, backend: str, variants: Sequence[str]) -> str | N
             if "after_langgraph_n" not in e:
                 return None
             lg, other = e["after_langgraph_p50"], e["after_other_p50"]
-            ratio = f"{lg / other:.2f}" if lg is not None and other else "-"
-            rows.append([f"{k:,}", v, str(e["after_langgraph_n"]), _ms(lg) if lg else "-",
-                         str(e["after_other_n"]), _ms(other) if other else "-", ratio])  # fmt: skip
+            ratio = "-" if lg is None or not other else f"{lg / other:.2f}"
+            rows.append([f"{k:,}", v, str(e["after_langgraph_n"]),
+                         "-" if lg is None else _ms(lg), str(e["after_other_n"]),
+                         "-" if other is None else _ms(other), ratio])  # fmt: skip
     return _table(header, rows)
 
 
