@@ -9,6 +9,7 @@ own PostgreSQL schema (or database), so tests never see each other's rows.
 from __future__ import annotations
 
 import os
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -72,6 +73,21 @@ def pg_admin() -> Iterator[psycopg.Connection[Any]]:
         raise
     with conn:
         yield conn
+
+
+def rows_of(target: str, sql: str) -> list[tuple[Any, ...]]:
+    """Run one statement on a connection of its own to ``target`` (a SQLite path or
+    a PostgreSQL URL), committed; the rows it returns."""
+    if target.startswith("postgresql"):
+        with psycopg.connect(target, autocommit=True) as conn:
+            cur = conn.execute(sql.encode())
+            return cur.fetchall() if cur.description is not None else []
+    lite = sqlite3.connect(target)
+    try:
+        with lite:
+            return lite.execute(sql).fetchall()
+    finally:
+        lite.close()
 
 
 @contextmanager

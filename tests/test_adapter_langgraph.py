@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
 import pytest
+from conftest import rows_of
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, RemoveMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
@@ -286,13 +287,9 @@ def test_a_put_on_a_parent_whose_commit_was_lost_is_written_whole(
     with PitstopSaver(db) as x, PitstopSaver(db) as y:
         x.put(cfg(), cp("A", {"a": "A", "b": "A"}, {"a": 1, "b": 1}), {}, {"a": 1, "b": 1})
         x.put(cfg("A"), cp("B", {"a": "X-B", "b": "A"}, {"a": 2, "b": 1}), {}, {"a": 2})
-        conn = sqlite3.connect(db, isolation_level=None)
-        try:
-            for table in ("pitstop_checkpoints", "pitstop_snapshots", "pitstop_node_states"):
-                conn.execute(f"DELETE FROM {table} WHERE seq = 2")
-            conn.execute("DELETE FROM pitstop_langgraph_checkpoints WHERE checkpoint_id = 'B'")
-        finally:
-            conn.close()
+        for table in ("pitstop_checkpoints", "pitstop_snapshots", "pitstop_node_states"):
+            rows_of(db, f"DELETE FROM {table} WHERE seq = 2")
+        rows_of(db, "DELETE FROM pitstop_langgraph_checkpoints WHERE checkpoint_id = 'B'")
         if other_cached:
             assert y.get_tuple(cfg("A")) is not None  # then B2 is a delta on A
         y.put(cfg("A"), cp("B2", {"a": "A", "b": "Y-B2"}, {"a": 1, "b": 2}), {}, {"b": 2})

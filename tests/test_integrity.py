@@ -4,12 +4,11 @@ loadable. Runs on a real SQLite file and a real PostgreSQL database."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from typing import Any
 
-import psycopg
 import pytest
+from conftest import rows_of
 
 from pitstop import CheckpointPolicy, CorruptCheckpoint, StoreError, SyncCheckpointManager
 from pitstop._codec import node_checksum, verify
@@ -18,20 +17,6 @@ from pitstop.storage import _programs as P
 from pitstop.storage._programs import Call
 
 Exec = Callable[[str], None]
-
-
-def rows_of(target: str, sql: str) -> list[tuple[Any, ...]]:
-    """Run one statement on its own connection, committed; the rows it returns."""
-    if target.startswith("postgresql"):
-        with psycopg.connect(target, autocommit=True) as conn:
-            cur = conn.execute(sql.encode())
-            return cur.fetchall() if cur.description is not None else []
-    lite = sqlite3.connect(target)
-    try:
-        with lite:
-            return lite.execute(sql).fetchall()
-    finally:
-        lite.close()
 
 
 def raw_sql(target: str) -> Exec:

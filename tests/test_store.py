@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import pg_admin
+from conftest import pg_admin, rows_of
 
 from pitstop import (
     CheckpointManager,
@@ -361,25 +361,12 @@ def test_postgres_session_settings_work_when_every_statement_is_prepared(
         assert cp.completed == {"a": 1}
 
 
-def _lose(backend: str, target: str, seq: int) -> None:
+def _lose(target: str, seq: int) -> None:
     """What a crash that loses a save's commit leaves: none of the rows it wrote (a
     save writes its checkpoint row, its snapshot or node rows; not the run's row,
     unless the run's fields changed, and these saves change none of them)."""
-    tables = ("pitstop_checkpoints", "pitstop_snapshots", "pitstop_node_states")
-    sql = [f"DELETE FROM {t} WHERE run_id = 'r' AND seq = {seq}" for t in tables]
-    if backend == "sqlite":
-        conn = sqlite3.connect(target, isolation_level=None)
-        try:
-            for stmt in sql:
-                conn.execute(stmt)
-        finally:
-            conn.close()
-    else:
-        import psycopg
-
-        with psycopg.connect(target, autocommit=True) as pg:
-            for stmt in sql:
-                pg.execute(stmt)
+    for table in ("pitstop_checkpoints", "pitstop_snapshots", "pitstop_node_states"):
+        rows_of(target, f"DELETE FROM {table} WHERE run_id = 'r' AND seq = {seq}")
 
 
 @pytest.mark.parametrize("snapshot_small", [0, 4096], ids=["deltas", "snapshots"])
@@ -405,7 +392,7 @@ def test_a_save_after_its_base_commit_was_lost_is_stale(
         assert m.save_checkpoint().snapshot
         m.on_node_finish(node_id="b", output=2)
         assert m.save_checkpoint().snapshot is (snapshot_small > 0)
-        _lose(backend, target, 2)
+        _lose(target, 2)
         m.on_node_finish(node_id="c", output=3)
         with pytest.raises(StaleBaseError) as caught:  # the base is gone
             m.save_checkpoint()
