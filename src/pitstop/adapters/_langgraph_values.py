@@ -91,9 +91,10 @@ class Base:
     versions: dict[str, Any]
     lists: dict[str, tuple[int, bytes, int]]
     """Channel -> (items, msgpack bytes, header length) of values that are msgpack arrays."""
-    checksum: str = ""
+    checksum: str
     """The checkpoint's checksum as stored: a delta on it checks that its seq still
-    holds it (a seq is given again after commits were lost)."""
+    holds it (a seq is given again after commits were lost). Required: an empty one
+    would never match, and every child would be written whole."""
 
 
 @dataclass(slots=True)
