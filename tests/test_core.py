@@ -3,6 +3,7 @@ with no store, no thread and no event loop."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import pytest
@@ -11,6 +12,8 @@ import xxhash
 from pitstop import CheckpointPolicy, GraphMismatch, JsonSerializer, SerializationError
 from pitstop._codec import manifest_hex, manifest_term
 from pitstop._core import RunCore
+from pitstop._records import CheckpointRecord
+from pitstop._types import CheckpointInfo
 from pitstop.codecs import Envelope
 
 
@@ -178,3 +181,14 @@ def test_node_map_holds_outputs_by_id_or_as_values_in_node_order() -> None:
         NodeMap(fields, {}, values=[1, 2])
     with pytest.raises(ValueError, match="1 values for 2 nodes"):
         NodeMap(fields, values=[1])
+
+
+def test_a_records_info_carries_each_field_under_its_own_name() -> None:
+    # info() builds CheckpointInfo by position (a save's hot path): every field differs
+    # here, so a reordered field lands under another name and fails.
+    record = CheckpointRecord("r", 7, 6, 5, 1.5, "t", "l", "n", 4, "typed", b"{}", None, 9, 2, 3,
+                              "m", "c", "p")  # fmt: skip
+    info = record.info({"k": 1})
+    for f in dataclasses.fields(CheckpointInfo):
+        expected = {"k": 1} if f.name == "metadata" else getattr(record, f.name)
+        assert getattr(info, f.name) == expected, f.name

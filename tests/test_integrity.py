@@ -118,12 +118,11 @@ def _restamp(root: Any, version: int, blob: bytes, manifest: str | None = None) 
     unless given)."""
     from pitstop import _codec
 
-    object.__setattr__(root, "schema_version", version)
-    object.__setattr__(root, "snapshot", blob)
-    object.__setattr__(root, "manifest", manifest or _codec.digest(version)(blob))
-    object.__setattr__(root, "payload_hash",
-                       _codec.payload_hash(root.metadata, root.state, version))  # fmt: skip
-    object.__setattr__(root, "checksum", _codec.record_checksum(root))
+    root.schema_version = version
+    root.snapshot = blob
+    root.manifest = manifest or _codec.digest(version)(blob)
+    root.payload_hash = _codec.payload_hash(root.metadata, root.state, version)
+    root.checksum = _codec.record_checksum(root)
 
 
 @pytest.mark.parametrize(
@@ -191,19 +190,18 @@ def test_each_checkpoint_is_verified_with_the_digest_of_its_own_format() -> None
             assert verify(delta, loaded.chain, loaded.rows, None)["n1"].output == row.output
             # The header says the other version (its checksum redone), the digests
             # stay: the blob no longer matches its manifest.
-            object.__setattr__(root, "schema_version", 7 - version)
-            object.__setattr__(root, "checksum", _codec.record_checksum(root))
+            root.schema_version = 7 - version
+            root.checksum = _codec.record_checksum(root)
             with pytest.raises(CorruptCheckpoint, match="the snapshot at seq 1 is damaged"):
                 verify(delta, loaded.chain, loaded.rows, None)
         assert _codec.digest(3)(blob) == hashlib.sha256(blob).hexdigest()
         _restamp(root, 4, blob)
-        object.__setattr__(delta, "schema_version", 3)
-        object.__setattr__(delta, "checksum", _codec.record_checksum(delta))
+        delta.schema_version = 3
+        delta.checksum = _codec.record_checksum(delta)
         with pytest.raises(CorruptCheckpoint, match="metadata or state does not match"):
             verify(delta, loaded.chain, loaded.rows, None)
-        object.__setattr__(delta, "payload_hash",
-                           _codec.payload_hash(delta.metadata, delta.state, 3))  # fmt: skip
-        object.__setattr__(delta, "checksum", _codec.record_checksum(delta))
+        delta.payload_hash = _codec.payload_hash(delta.metadata, delta.state, 3)  # fmt: skip
+        delta.checksum = _codec.record_checksum(delta)
         with pytest.raises(CorruptCheckpoint, match=r"node 'n1' .* checksum mismatch"):
             verify(delta, loaded.chain, loaded.rows, None)
         m._release_store()

@@ -137,8 +137,8 @@ class SavePlan:
             nodes_written=written, node_count=count, manifest=manifest, snapshot=blob,
             **self.header,
         )  # fmt: skip
-        # Frozen for everyone else; set once here, before anything has seen it.
-        object.__setattr__(record, "checksum", record_checksum(record))
+        # Set once here, before anything has seen it.
+        record.checksum = record_checksum(record)
         self.record = record
         return self.record, rows
 
