@@ -4,6 +4,7 @@ the schema-1 migration, durability, and what importing pitstop loads."""
 from __future__ import annotations
 
 import os
+import random
 import sqlite3
 import subprocess
 import sys
@@ -744,6 +745,73 @@ def test_a_sqlite_save_checks_its_base_by_key(tmp_path: Path) -> None:
     assert len(reads) == 4, details
     assert all(d.startswith("SEARCH") for d in reads), details
     assert sum("seq=?" in d for d in reads) == 3, details
+
+
+_TABLES = ("pitstop_runs", "pitstop_checkpoints", "pitstop_snapshots", "pitstop_node_states",
+           "pitstop_blobs", "pitstop_blob_refs")  # fmt: skip
+
+
+def _saves_of_every_shape(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """Deltas, small and big snapshots, state, run-row changes, a blob, retention, a
+    save after a restore and a stale one; then every row of every table."""
+    graph = {"a": (), "b": (), "c": ()}
+    policy = CheckpointPolicy(snapshot_every=3, keep_last=3)
+    big = random.Random(7).randbytes(_queries.SNAPSHOT_IN_ROW + 1024)  # zstd cannot shrink it
+    with SqlStore.sqlite(path) as store:
+        with SyncCheckpointManager("r", store=store, enabled=True, policy=policy) as m:
+            m.on_run_start(graph=graph)
+            m.save_checkpoint()
+            m.on_node_start(node_id="a")
+            m.on_node_finish(node_id="a", output={"a": 1})
+            m.save_checkpoint(label="one row")
+            m.on_node_finish(node_id="b", output=list(range(20_000)))  # a blob (dedup)
+            m.save_checkpoint(state={"s": 1}, metadata={"k": "v"})
+            m.on_node_error(node_id="c", error="boom")
+            m.on_run_end(success=False, error=RuntimeError("boom"))  # the run row changes
+            m.on_run_start(graph=graph)
+            m.on_node_finish(node_id="c", output=big)  # the next snapshot is too big for its row
+            for _ in range(4):
+                m.save_checkpoint()
+        with SyncCheckpointManager("r", store=store, enabled=True, policy=policy) as m:
+            m.restore_checkpoint()
+            m.on_node_start(node_id="a")
+            m.save_checkpoint()  # after a restore: the run row is written again
+            with SyncCheckpointManager("r", store=store, enabled=True) as other:
+                other.restore_checkpoint()
+                other.save_checkpoint()
+            with pytest.raises(StaleBaseError):
+                m.save_checkpoint()
+    conn = sqlite3.connect(path)
+    try:
+        return {t: conn.execute(f"SELECT * FROM {t} ORDER BY 1, 2, 3").fetchall() for t in _TABLES}
+    finally:
+        conn.close()
+
+
+def test_sqlite_runs_the_save_program_straight_and_writes_what_it_would(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``SqliteBackend._save`` runs ``save``'s parts on its cursor instead of driving the
+    program: for the same saves, at the same clock, every table ends up the same."""
+    from pitstop.storage import _backends, _programs
+
+    ticks = iter(range(10**9))
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_000.0 + next(ticks))
+    direct = _saves_of_every_shape(tmp_path / "direct.db")
+    ran: list[int] = []
+
+    def program(cur: sqlite3.Cursor, plan: Any) -> Any:
+        ran.append(1)
+        return _backends.drive(cur, _queries.SQLITE, _programs.save(plan),
+                               errors=(sqlite3.DatabaseError,))  # fmt: skip
+
+    monkeypatch.setattr(_backends.SqliteBackend, "_save", staticmethod(program))
+    ticks = iter(range(10**9))
+    driven = _saves_of_every_shape(tmp_path / "driven.db")
+    assert len(ran) == 11  # every save went through the program this time
+    assert driven == direct
+    # Every table holds rows at the end: each kind of write was compared.
+    assert all(direct[t] for t in _TABLES), {t: len(rows) for t, rows in direct.items()}
 
 
 @pytest.mark.postgres

@@ -135,43 +135,82 @@ def _run_params(run: RunFields, last_seq: int, now: float) -> tuple[Any, ...]:
 
 
 def save(plan: SavePlan) -> Txn[Saved]:
-    """Assign the next seq, check the base, insert checkpoint and rows, apply retention."""
-    run_id = plan.run_id
-    # One statement locks the run's row, reads its high-water seq and checks that the
-    # base's chain (parent and root) is still there (delete or retention elsewhere).
+    """Assign the next seq, check the base, insert checkpoint and rows, apply retention.
+
+    (SQLite runs the same parts straight on its cursor: ``SqliteBackend._save``.)
+    """
+    found = yield Stmt("run_lock", lock_params(plan))
+    seq = fenced_seq(plan, found)
+    if seq is None:
+        return Saved(None)
+    for key, params, mode in writes(plan, seq, found):
+        yield Stmt(key, params, mode)
+    removed = yield from after_writes(plan, seq)
+    return Saved(seq, removed)
+
+
+def lock_params(plan: SavePlan) -> tuple[Any, ...]:
+    """The parameters of ``run_lock``: one statement locks the run's row, reads its
+    high-water seq and checks that the base's chain (parent and root) is still
+    there (delete or retention elsewhere)."""
     parent = plan.parent_seq if plan.parent_seq is not None else 0
     root = plan.root_seq if plan.root_seq is not None else parent
-    found = yield Stmt("run_lock", (parent, root, plan.parent_seq, run_id))
+    return (parent, root, plan.parent_seq, plan.run_id)
+
+
+def fenced_seq(plan: SavePlan, found: Sequence[Sequence[Any]]) -> int | None:
+    """The seq the save takes, given what ``run_lock`` found; None: the base's chain
+    is gone (write a full snapshot instead).
+
+    Raises:
+        StaleBaseError: another writer saved the run since this manager last did.
+    """
     hwm, n, base_checksum = found[0] if found else (0, 0, None)
     if plan.expected_hwm is not None and hwm != plan.expected_hwm:
-        raise StaleBaseError(run_id, plan.expected_hwm, hwm)
+        raise StaleBaseError(plan.run_id, plan.expected_hwm, hwm)
     if _replaced(plan, base_checksum):
         if plan.expected_hwm is None:  # no fence (LangGraph's saver): as if it were gone
-            return Saved(None)
-        raise StaleBaseError(run_id, plan.expected_hwm, hwm, replaced=plan.parent_seq)
+            return None
+        raise StaleBaseError(plan.run_id, plan.expected_hwm, hwm, replaced=plan.parent_seq)
     if not plan.snapshot and plan.parent_seq is not None and n != 2:
-        return Saved(None)
-    seq = hwm + 1
+        return None
+    return hwm + 1
+
+
+Write = tuple[str, Any, Literal["exec", "many"]]
+
+
+def writes(plan: SavePlan, seq: int, found: Sequence[Any]) -> list[Write]:
+    """Finalize ``plan`` at ``seq`` and list the statements that write it: the run's
+    row (when it is new or its fields changed), the checkpoint, its snapshot blob
+    when too big for the row, its node rows."""
+    run_id = plan.run_id
     record, rows = plan.finalize(seq)
+    out: list[Write] = []
     if not found or plan.run_changed:  # the run row changes only with the run's fields
-        yield Stmt("run_upsert", _run_params(plan.run, seq, record.created_at), "exec")
+        out.append(("run_upsert", _run_params(plan.run, seq, record.created_at), "exec"))
     kind = _kind(record)
     in_row = record.snapshot if kind == "i" else None
-    yield Stmt("cp_insert", (*_header(record), record.state, in_row, 0), "exec")
+    out.append(("cp_insert", (*_header(record), record.state, in_row, 0), "exec"))
     if kind == "s":
-        yield Stmt("snapshot_insert", (run_id, seq, record.snapshot), "exec")
+        out.append(("snapshot_insert", (run_id, seq, record.snapshot), "exec"))
     if rows:
-        yield Stmt("node_insert", [_node_params(run_id, r) for r in rows], "many")
+        out.append(("node_insert", [_node_params(run_id, r) for r in rows], "many"))
+    return out
+
+
+def after_writes(plan: SavePlan, seq: int) -> Txn[tuple[int, ...]]:
+    """The rest of a save once its rows are in: the blobs it refers to, then
+    retention (``keep_last``); the seqs retention retired."""
     if plan.refs:
         yield from _write_refs(plan, seq)
-    removed: tuple[int, ...] = ()
-    if plan.keep_last is not None:
-        # Retiring is cheap; collecting frees what no live checkpoint reads, which
-        # only changes much when a snapshot starts a new chain: do it then, so the
-        # saves in between stay as cheap as the rest (garbage stays bounded by two
-        # snapshot intervals).
-        removed = yield from _retain(run_id, plan.keep_last, collect=plan.collect)
-    return Saved(seq, removed)
+    if plan.keep_last is None:
+        return ()
+    # Retiring is cheap; collecting frees what no live checkpoint reads, which
+    # only changes much when a snapshot starts a new chain: do it then, so the
+    # saves in between stay as cheap as the rest (garbage stays bounded by two
+    # snapshot intervals).
+    return (yield from _retain(plan.run_id, plan.keep_last, collect=plan.collect))
 
 
 def _replaced(plan: SavePlan, found: str | None) -> bool:
