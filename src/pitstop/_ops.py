@@ -248,6 +248,8 @@ class ManagerBase:
             raise TypeError("trigger must be a non-empty str")
         _opt_str("label", label)
         _opt_str("node", node)
+        if nodes is None and state is _UNSET:  # nothing to apply first
+            return self._save(trigger, label, node, metadata)
         items = (
             None if nodes is None else list(nodes.values() if isinstance(nodes, Mapping) else nodes)
         )
@@ -293,10 +295,11 @@ class ManagerBase:
             raise
         core.commit(plan, saved.seq)
         info = plan.record.info(plan.meta)
-        self._emit(SAVE, seq=info.seq, trigger=trigger, info=info,
-                   duration_s=time.perf_counter() - started)  # fmt: skip
-        if saved.removed:
-            self._emit(PRUNE, seq=info.seq, trigger="retention", removed=saved.removed)
+        if self._observers or logger.isEnabledFor(logging.INFO):  # else no event is built
+            self._emit(SAVE, seq=info.seq, trigger=trigger, info=info,
+                       duration_s=time.perf_counter() - started)  # fmt: skip
+            if saved.removed:
+                self._emit(PRUNE, seq=info.seq, trigger="retention", removed=saved.removed)
         return info
 
     def _auto(
