@@ -3,7 +3,9 @@ statements and receives their results.
 
 The programs hold all storage logic (seq assignment, lineage checks,
 retention, garbage collection) once; a backend only executes what they yield,
-inside one transaction, on whatever driver it has (sqlite3 or psycopg).
+inside one transaction, on whatever driver it has (sqlite3 or psycopg). The
+save is also written as its parts (``lock_params``, ``fenced_seq``, ``writes``,
+``after_writes``), which SQLite runs straight on its cursor.
 """
 
 from __future__ import annotations
