@@ -239,3 +239,28 @@ async def test_async_sqlite_reads_hop_outside_wal(
         await m.can_resume()  # opens the store (on its thread, like any first use)
         assert (await m.restore_checkpoint()).completed == {"a": 1}
     assert seen[-1][0] == "load" and seen[-1][1].startswith("pitstop-store"), seen
+
+
+def test_each_twin_method_takes_exactly_its_programs_parameters() -> None:
+    import inspect
+
+    from pitstop._ops import ManagerBase
+    from pitstop._program import twin_method
+
+    for name, program in ManagerBase._OPS.items():
+        want = [(p.name, p.kind, p.default) for p in inspect.signature(program).parameters.values()]
+        for twin in (SyncCheckpointManager, CheckpointManager):
+            method = getattr(twin, name)
+            # The generated code itself, not the signature functools.wraps points at.
+            got = inspect.signature(method, follow_wrapped=False).parameters.values()
+            assert [(p.name, p.kind, p.default) for p in got] == want, (twin.__name__, name)
+            assert method.__qualname__ == f"{twin.__name__}.{name}"
+            assert inspect.iscoroutinefunction(method) is (twin is CheckpointManager)
+
+    def shadows(self: object, *, running: int) -> None: ...
+    def star(self: object, *nodes: str) -> None: ...
+
+    with pytest.raises(TypeError, match="'running' shadows"):
+        twin_method("x", shadows, "def {name}({params}): pass")
+    with pytest.raises(TypeError, match="variadic positional parameters: unsupported"):
+        twin_method("x", star, "def {name}({params}): pass")

@@ -17,11 +17,17 @@ from typing import Any, TypeVar
 from ._context import AsyncClosing
 from ._errors import EventLoopMismatch
 from ._ops import DEFAULT_STORE, ManagerBase
-from ._program import Program, ProgramFn, Work
+from ._program import Program, ProgramFn, Work, twin_method
 
 __all__ = ["DEFAULT_STORE", "CheckpointManager"]
 
 R = TypeVar("R")
+
+_METHOD = """
+async def {name}({params}):
+    running = _program({call})
+    return None if running is None else await self._run(running)
+"""
 
 
 async def _settle(future: asyncio.Future[Any]) -> tuple[Any, BaseException | None]:
@@ -63,11 +69,9 @@ class CheckpointManager(ManagerBase, AsyncClosing):
         return self._lock
 
     @staticmethod
-    def _method(program: ProgramFn) -> Callable[..., Any]:
-        async def method(self: CheckpointManager, /, *args: Any, **kwargs: Any) -> Any:
-            return await self._run(program(self, *args, **kwargs))
-
-        return method
+    def _method(name: str, program: ProgramFn) -> Callable[..., Any]:
+        # A hook that only updates bookkeeping has nothing to run (most calls).
+        return twin_method(name, program, _METHOD)
 
     async def _run(self, program: Program[R] | None) -> R | None:
         if program is None:

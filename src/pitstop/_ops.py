@@ -112,12 +112,12 @@ class ManagerBase:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         for name, program in ManagerBase._OPS.items():
-            method = functools.wraps(program)(cls._method(program))
+            method = functools.wraps(program)(cls._method(name, program))
             method.__name__, method.__qualname__ = name, f"{cls.__qualname__}.{name}"
             setattr(cls, name, method)
 
     @staticmethod
-    def _method(program: ProgramFn) -> Callable[..., Any]:
+    def _method(name: str, program: ProgramFn) -> Callable[..., Any]:
         """The twin's method running ``program`` (defined by each twin)."""
         raise NotImplementedError
 
@@ -466,7 +466,7 @@ class ManagerBase:
         """
         if not self.enabled:
             return None
-        if node_id in self.policy.before_nodes:
+        if node_id in self._core.policy.before_nodes:
             return self._save_then_start(node_id, deps)
         self._core.node_started(node_id, deps)
         return None

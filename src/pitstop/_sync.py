@@ -13,9 +13,15 @@ from typing import Any, TypeVar
 
 from ._context import Closing
 from ._ops import ManagerBase
-from ._program import Program, ProgramFn, Work
+from ._program import Program, ProgramFn, Work, twin_method
 
 R = TypeVar("R")
+
+_METHOD = """
+def {name}({params}):
+    running = _program({call})
+    return None if running is None else self._run(running)
+"""
 
 
 class SyncCheckpointManager(ManagerBase, Closing):
@@ -30,11 +36,9 @@ class SyncCheckpointManager(ManagerBase, Closing):
         self._io = threading.RLock()
 
     @staticmethod
-    def _method(program: ProgramFn) -> Callable[..., Any]:
-        def method(self: SyncCheckpointManager, /, *args: Any, **kwargs: Any) -> Any:
-            return self._run(program(self, *args, **kwargs))
-
-        return method
+    def _method(name: str, program: ProgramFn) -> Callable[..., Any]:
+        # A hook that only updates bookkeeping has nothing to run (most calls).
+        return twin_method(name, program, _METHOD)
 
     def _run(self, program: Program[R] | None) -> R | None:
         if program is None:
