@@ -792,7 +792,9 @@ def test_sqlite_runs_the_save_program_straight_and_writes_what_it_would(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``SqliteBackend._save`` runs ``save``'s parts on its cursor instead of driving the
-    program: for the same saves, at the same clock, every table ends up the same."""
+    program: for the same saves, at the same clock, every table ends up the same.
+    (Both run the same helpers, so this checks how the straight run uses them; what
+    the helpers decide is the conformance and integrity suites' part.)"""
     from pitstop.storage import _backends, _programs
 
     ticks = iter(range(10**9))

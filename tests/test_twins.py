@@ -14,6 +14,7 @@ from twins import MakeTwin
 from pitstop import (
     CheckpointManager,
     CheckpointPolicy,
+    MemoryStore,
     StaleBaseError,
     Store,
     SyncCheckpointManager,
@@ -264,3 +265,14 @@ def test_each_twin_method_takes_exactly_its_programs_parameters() -> None:
         twin_method("x", shadows, "def {name}({params}): pass")
     with pytest.raises(TypeError, match="variadic positional parameters: unsupported"):
         twin_method("x", star, "def {name}({params}): pass")
+
+
+def test_arguments_that_do_not_fit_raise_at_the_call_on_both_twins() -> None:
+    with MemoryStore() as store:
+        for twin in (SyncCheckpointManager, CheckpointManager):
+            m = twin("r", store=store, enabled=True)
+            # Raised by the call itself: no coroutine is made (nor left un-awaited).
+            with pytest.raises(TypeError, match=r"save_checkpoint\(\) got an unexpected keyword"):
+                m.save_checkpoint(trigerr="x")  # type: ignore[call-arg]
+            with pytest.raises(TypeError, match=r"on_node_start\(\) takes 1 positional argument"):
+                m.on_node_start("a")  # type: ignore[call-arg]

@@ -73,7 +73,9 @@ def twin_method(name: str, program: ProgramFn, template: str) -> Callable[..., A
     ``template`` is the method's source, with ``{name}``, ``{params}`` for its
     parameter list and ``{call}`` for the arguments that pass them on to
     ``_program``. The source is filed under a name in pitstop's directory and in
-    ``linecache``, so tracebacks show it and profilers see a pitstop call. Generated,
+    ``linecache``, so ``traceback`` and pytest show its lines (CPython 3.11's
+    printer of an uncaught exception reads files only) and profilers see a
+    pitstop call. Generated,
     as ``dataclasses`` generates ``__init__``: a runner calls two hooks per node,
     and a generic ``(*args, **kwargs)`` wrapper, which packs the keywords into a
     dict and unpacks them again, cost ~0.4 us a hook (timeit), a third of what
