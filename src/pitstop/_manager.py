@@ -73,9 +73,7 @@ class CheckpointManager(ManagerBase, AsyncClosing):
         # A hook that only updates bookkeeping has nothing to run (most calls).
         return twin_method(name, program, _METHOD)
 
-    async def _run(self, program: Program[R] | None) -> R | None:
-        if program is None:
-            return None
+    async def _run(self, program: Program[R]) -> R:
         async with self._io_lock():
             loop = asyncio.get_running_loop()
             result: Any = None

@@ -40,9 +40,7 @@ class SyncCheckpointManager(ManagerBase, Closing):
         # A hook that only updates bookkeeping has nothing to run (most calls).
         return twin_method(name, program, _METHOD)
 
-    def _run(self, program: Program[R] | None) -> R | None:
-        if program is None:
-            return None
+    def _run(self, program: Program[R]) -> R:
         with self._io:
             result: Any = None
             error: BaseException | None = None
