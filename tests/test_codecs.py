@@ -431,6 +431,47 @@ def test_roundtrip_property(value: Any) -> None:
     assert_same(value, roundtrip(value))
 
 
+def _walked(value: Any) -> bytes:
+    """What ``dumps`` writes for ``value`` through the walk (its shortcut bypassed)."""
+    from pitstop.codecs._format import _pack
+    from pitstop.codecs._typed import Encoder
+
+    return _pack(Encoder(SER).walk(value, 1))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(max_size=5), SCALARS, max_size=6))
+def test_plain_dicts_skip_the_walk_and_write_its_bytes(value: dict[str, Any]) -> None:
+    """A dict of str keys and plain values is packed without the walk (a node
+    output's usual shape): the same bytes, the same round trip."""
+    assert SER.dumps(value) == _walked(value)
+    assert_same(value, roundtrip(value))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"big": 1 << 64},  # beyond msgpack's range: the walk makes it an ext
+        {"small": -(1 << 63) - 1},
+        {"top": (1 << 64) - 1, "bottom": -(1 << 63)},  # msgpack's own range, ends included
+        {"nested": {"big": 1 << 70, "ok": 1}},
+        {"flag": True, "none": None, "f": 1.5, "b": b"x", "s": "y", "i": 3},
+        {1: "int key"},
+        {"t": (1, 2)},
+        {"sub": Level.LOW},  # an int subclass is not plain
+    ],
+)
+def test_plain_dict_shortcut_edges(value: dict[Any, Any]) -> None:
+    assert SER.dumps(value) == _walked(value)
+    back = roundtrip(value)
+    assert_same(value, back)
+
+
+def test_plain_dict_with_a_lone_surrogate_names_the_fix() -> None:
+    with pytest.raises(SerializationError, match="UTF-8 cannot encode"):
+        SER.dumps({"s": "\ud800"})
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(VALUES, max_size=4))
 def test_loads_many_matches_loads(values: list[Any]) -> None:

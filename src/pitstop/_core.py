@@ -14,7 +14,8 @@ import operator
 import threading
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -79,9 +80,9 @@ SMALL_VIEW_ROWS = 64
 ``CheckpointPolicy.snapshot_small`` bytes is saved whole at every save."""
 
 
-@dataclass(slots=True)
-class SavePlan:
-    """Everything one save writes, encoded before the transaction starts.
+class SavePlan(msgspec.Struct):
+    """Everything one save writes, encoded before the transaction starts (a Struct:
+    one per save, built in C).
 
     ``finalize(seq)`` runs inside the transaction, once the seq is known: a
     snapshot encodes every row into one blob; a delta checksums its own rows
@@ -110,7 +111,7 @@ class SavePlan:
     """Whether the run's row must be written (its fields changed since last written)."""
     refs: tuple[str, ...] = ()
     """Digests (hex) of the blobs this checkpoint's rows refer to."""
-    blobs: Mapping[str, tuple[str, bytes]] = field(default_factory=dict)
+    blobs: Mapping[str, tuple[str, bytes]] = msgspec.field(default_factory=dict)
     """Digest (hex) -> (recipe, stored bytes) of every ref, to write those the store lacks."""
     collect: bool = True
     """Whether retention (``keep_last``) also deletes what no live checkpoint reads."""
@@ -122,7 +123,7 @@ class SavePlan:
         if self.snapshot:
             # A snapshot's rows carry no checksum of their own (the blob's digest is the
             # manifest): a stale one from an earlier delta would be dead weight to read.
-            blob = snapshot_blob([_replace(row, seq=seq, checksum="") for row in self.rows])
+            blob = snapshot_blob(list(map(partial(_replace, seq=seq, checksum=""), self.rows)))
             rows, manifest = [], _DIGEST(blob)
             written = count = len(self.rows)
         else:

@@ -29,9 +29,10 @@ import os
 import re
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
+
+import msgspec
 
 from .._errors import EncryptionKeyError, SerializationError
 
@@ -111,9 +112,9 @@ class AesGcmKeys:
         return key
 
 
-@dataclass(frozen=True, slots=True)
-class Sealed:
-    """A payload ready to store."""
+class Sealed(msgspec.Struct, frozen=True, gc=False):
+    """A payload ready to store (a Struct: made on every node's finish, and its
+    ``__init__`` is C)."""
 
     tag: str
     data: bytes

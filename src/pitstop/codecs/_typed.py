@@ -90,6 +90,19 @@ from ._format import (
 __all__ = ["TypeCodec", "TypedSerializer", "entry_point_codecs", "load_codec"]
 
 
+_PLAIN = frozenset({str, bool, float, bytes, type(None), int})
+_STR = frozenset({str})
+
+
+def _plain(value: dict[Any, Any]) -> bool:
+    """Whether ``value`` has str keys and only values that msgpack holds as they are
+    (what the walk would copy unchanged; ints within msgpack's range): a node
+    output's usual shape, encoded without the walk."""
+    if not (_STR.issuperset(map(type, value)) and _PLAIN.issuperset(map(type, value.values()))):
+        return False
+    return all(_INT_MIN <= item <= _INT_MAX for item in value.values() if type(item) is int)
+
+
 class Encoder:
     """One encode call: the walk, its out-of-band buffers and the modules it saw."""
 
@@ -124,6 +137,8 @@ class Encoder:
                 return value
             return self._items(value, depth)
         if kind is dict:
+            if _plain(value):
+                return value
             if all(type(k) is str for k in value):
                 out = {}
                 for key, item in value.items():
@@ -410,8 +425,16 @@ class TypedSerializer:
             SerializationError: a part of ``value`` is not supported; the message names
                 its path (e.g. ``at ['rows'][3]['when']``), its type and the fix.
         """
-        enc = Encoder(self)
         try:
+            if (type(value) is dict and _STR.issuperset(map(type, value))
+                    and _PLAIN.issuperset(map(type, value.values()))):  # fmt: skip
+                # Nothing to walk (no buffers, no user classes): msgpack holds it as it
+                # is, unless an int is beyond its range (then the walk makes it an ext).
+                try:
+                    return _pack(value)
+                except OverflowError:
+                    pass
+            enc = Encoder(self)
             body = _pack(enc.walk(value, 1))
         except _Refused as r:
             raise _error(r, value) from r.__cause__  # a failed codec's exception, or None

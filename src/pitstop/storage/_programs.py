@@ -15,6 +15,8 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
+import msgspec
+
 from .._errors import CheckpointNotFound, CorruptCheckpoint, StaleBaseError, StoreError
 from .._records import CheckpointRecord, NodeRow, deps_from_text, deps_text
 from .._types import RunInfo, RunStatus, check_time
@@ -62,9 +64,9 @@ class Batch:
 Txn = Generator["Stmt | Batch", Any, R]
 
 
-@dataclass(frozen=True, slots=True)
-class Call(Generic[R]):
-    """One transaction a manager asks a store to run: ``program(*args)``."""
+class Call(msgspec.Struct, Generic[R], frozen=True):
+    """One transaction a manager asks a store to run: ``program(*args)`` (a Struct,
+    as ``Saved``: one of each per save, built in C)."""
 
     program: Callable[..., Txn[R]]
     args: tuple[Any, ...]
@@ -75,8 +77,7 @@ class Call(Generic[R]):
         return self.program.__name__
 
 
-@dataclass(frozen=True, slots=True)
-class Saved:
+class Saved(msgspec.Struct, frozen=True, gc=False):
     seq: int | None
     """None: the base checkpoint is gone, write a full snapshot instead."""
     removed: tuple[int, ...] = ()
