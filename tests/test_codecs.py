@@ -432,18 +432,42 @@ def test_roundtrip_property(value: Any) -> None:
 
 
 def _walked(value: Any) -> bytes:
-    """What ``dumps`` writes for ``value`` through the walk (its shortcut bypassed)."""
+    """What ``dumps`` writes for ``value`` through the walk: its shortcut for a
+    plain dict is in ``dumps`` only, so the walk rebuilds the dict item by item."""
     from pitstop.codecs._format import _pack
     from pitstop.codecs._typed import Encoder
 
-    return _pack(Encoder(SER).walk(value, 1))
+    walked = Encoder(SER).walk(value, 1)
+    if isinstance(value, dict) and value:
+        assert walked is not value  # the reference does not take the shortcut
+    return _pack(walked)
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.dictionaries(st.text(max_size=5), SCALARS, max_size=6))
+PLAIN_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),  # beyond msgpack's range too: then the walk makes an ext
+    st.integers(min_value=-(1 << 63) - 2, max_value=-(1 << 63) + 2),
+    st.integers(min_value=(1 << 64) - 3, max_value=(1 << 64) + 2),
+    st.floats(),  # NaN, infinities and -0.0 included
+    st.text(),
+    st.binary(),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.text(max_size=5), PLAIN_VALUES, max_size=8))
 def test_plain_dicts_skip_the_walk_and_write_its_bytes(value: dict[str, Any]) -> None:
     """A dict of str keys and plain values is packed without the walk (a node
-    output's usual shape): the same bytes, the same round trip."""
+    output's usual shape): the same bytes as the walk, the same round trip."""
+    assert SER.dumps(value) == _walked(value)
+    assert_same(value, roundtrip(value))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(max_size=5), SCALARS, max_size=6))
+def test_dicts_of_any_scalars_write_the_walks_bytes(value: dict[str, Any]) -> None:
+    """Mixed with values that are not plain, the shortcut is not taken."""
     assert SER.dumps(value) == _walked(value)
     assert_same(value, roundtrip(value))
 
@@ -459,6 +483,9 @@ def test_plain_dicts_skip_the_walk_and_write_its_bytes(value: dict[str, Any]) ->
         {1: "int key"},
         {"t": (1, 2)},
         {"sub": Level.LOW},  # an int subclass is not plain
+        {"ba": bytearray(b"x")},  # nor is a bytearray (it comes back as bytes)
+        {"z": -0.0, "nan": math.nan, "inf": -math.inf},
+        {},
     ],
 )
 def test_plain_dict_shortcut_edges(value: dict[Any, Any]) -> None:

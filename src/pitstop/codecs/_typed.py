@@ -94,15 +94,6 @@ _PLAIN = frozenset({str, bool, float, bytes, type(None), int})
 _STR = frozenset({str})
 
 
-def _plain(value: dict[Any, Any]) -> bool:
-    """Whether ``value`` has str keys and only values that msgpack holds as they are
-    (what the walk would copy unchanged; ints within msgpack's range): a node
-    output's usual shape, encoded without the walk."""
-    if not (_STR.issuperset(map(type, value)) and _PLAIN.issuperset(map(type, value.values()))):
-        return False
-    return all(_INT_MIN <= item <= _INT_MAX for item in value.values() if type(item) is int)
-
-
 class Encoder:
     """One encode call: the walk, its out-of-band buffers and the modules it saw."""
 
@@ -137,9 +128,7 @@ class Encoder:
                 return value
             return self._items(value, depth)
         if kind is dict:
-            if _plain(value):
-                return value
-            if all(type(k) is str for k in value):
+            if _STR.issuperset(map(type, value)):
                 out = {}
                 for key, item in value.items():
                     try:
@@ -426,10 +415,13 @@ class TypedSerializer:
                 its path (e.g. ``at ['rows'][3]['when']``), its type and the fix.
         """
         try:
-            if (type(value) is dict and _STR.issuperset(map(type, value))
-                    and _PLAIN.issuperset(map(type, value.values()))):  # fmt: skip
-                # Nothing to walk (no buffers, no user classes): msgpack holds it as it
-                # is, unless an int is beyond its range (then the walk makes it an ext).
+            if (type(value) is dict and _PLAIN.issuperset(map(type, value.values()))
+                    and _STR.issuperset(map(type, value))):  # fmt: skip
+                # A node output's usual shape, with nothing to walk (no buffers, no
+                # user classes): msgpack holds it as it is, unless an int is beyond
+                # its range (msgpack refuses it: that rare dict is packed twice, its
+                # ints made exts by the walk). Only the top level: checking small
+                # nested dicts cost more than walking them (docs/serialization.md).
                 try:
                     return _pack(value)
                 except OverflowError:
