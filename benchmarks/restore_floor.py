@@ -67,7 +67,8 @@ _ID, _OUT = operator.attrgetter("node_id"), operator.attrgetter("output")
 
 
 class Floors:
-    """The floors, each reading its own copy of the first save's snapshot."""
+    """The floors: the row floor reads the first save's snapshot blob, the columnar ones
+    its rows re-encoded (untimed) into a table of their own in the same file."""
 
     def __init__(self, path: Path, k: int) -> None:
         self.k = k
