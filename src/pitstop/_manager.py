@@ -11,23 +11,16 @@ with the database, and then lets the cancellation through.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ._context import AsyncClosing
 from ._errors import EventLoopMismatch
 from ._ops import DEFAULT_STORE, ManagerBase
-from ._program import Program, ProgramFn, Work, twin_method
+from ._program import Program, Work
 
 __all__ = ["DEFAULT_STORE", "CheckpointManager"]
 
 R = TypeVar("R")
-
-_METHOD = """
-async def {name}({params}):
-    running = _program({call})
-    return None if running is None else await self._run(running)
-"""
 
 
 async def _settle(future: asyncio.Future[Any]) -> tuple[Any, BaseException | None]:
@@ -68,10 +61,11 @@ class CheckpointManager(ManagerBase, AsyncClosing):
             self._lock, self._lock_loop = asyncio.Lock(), loop
         return self._lock
 
-    @staticmethod
-    def _method(name: str, program: ProgramFn) -> Callable[..., Any]:
-        # A hook that only updates bookkeeping has nothing to run (most calls).
-        return twin_method(name, program, _METHOD)
+    _METHOD = """
+    async def {name}({params}):
+        running = _program({call})
+        return None if running is None else await self._run(running)
+    """
 
     async def _run(self, program: Program[R]) -> R:
         async with self._io_lock():

@@ -16,7 +16,6 @@ import os
 import time
 import uuid
 from collections.abc import (
-    Callable,
     Collection,
     Iterable,
     Mapping,
@@ -39,7 +38,7 @@ from ._errors import (
 )
 from ._events import ERROR, LOAD, PRUNE, RESUME, SAVE, CheckpointEvent, Observer, emit, logger
 from ._policy import CheckpointPolicy
-from ._program import Program, ProgramFn, Work, gc_paused, is_large, op
+from ._program import Program, ProgramFn, Work, gc_paused, is_large, op, twin_method
 from ._records import NodeRow
 from ._serde import JsonSerializer, Serializer
 from ._types import (
@@ -109,17 +108,17 @@ class ManagerBase:
     _offload: ClassVar[bool] = False
     """Whether large outputs are encoded off the caller's thread (the async twin)."""
 
+    _METHOD: ClassVar[str]
+    """The source of each twin's methods (``twin_method``): its own kind of function
+    running an op's program. A hook that only updates bookkeeping has nothing to run
+    (most calls): its program is None, and the method returns None at once."""
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         for name, program in ManagerBase._OPS.items():
-            method = functools.wraps(program)(cls._method(name, program))
+            method = functools.wraps(program)(twin_method(name, program, cls._METHOD))
             method.__name__, method.__qualname__ = name, f"{cls.__qualname__}.{name}"
             setattr(cls, name, method)
-
-    @staticmethod
-    def _method(name: str, program: ProgramFn) -> Callable[..., Any]:
-        """The twin's method running ``program`` (defined by each twin)."""
-        raise NotImplementedError
 
     def __init__(
         self,

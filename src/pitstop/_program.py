@@ -11,6 +11,7 @@ import gc
 import inspect
 import linecache
 import os
+import textwrap
 from collections.abc import Callable, Coroutine, Generator, Iterator
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Self, TypeVar, overload
 
@@ -41,7 +42,7 @@ class op(Generic[P_, R]):
     """Declares, once, a manager method that runs a program.
 
     Each twin turns every declared op into its own kind of method when it is
-    defined (``ManagerBase.__init_subclass__`` calls the twin's ``_method``):
+    defined (``ManagerBase.__init_subclass__`` fills in the twin's ``_METHOD``):
     a plain function for the sync twin, a coroutine function for the async one.
     The overloads tell type checkers what each twin's method looks like.
     """
@@ -70,12 +71,12 @@ class op(Generic[P_, R]):
 def twin_method(name: str, program: ProgramFn, template: str) -> Callable[..., Any]:
     """A twin's method ``name`` running ``program``, with the program's own parameters.
 
-    ``template`` is the method's source, with ``{name}``, ``{params}`` for its
-    parameter list and ``{call}`` for the arguments that pass them on to
-    ``_program``. The source is filed under a name in pitstop's directory and in
-    ``linecache``, so ``traceback`` and pytest show its lines (CPython 3.11's
-    printer of an uncaught exception reads files only) and profilers see a
-    pitstop call. Generated,
+    ``template`` is the method's source (a twin's ``_METHOD``, dedented here), with
+    ``{name}``, ``{params}`` for its parameter list and ``{call}`` for the arguments
+    that pass them on to ``_program``. The source is filed under a name in
+    pitstop's directory and in ``linecache``, so ``traceback`` and pytest show its
+    lines (CPython 3.11's printer of an uncaught exception reads files only) and
+    profilers see a pitstop call. Generated,
     as ``dataclasses`` generates ``__init__``: a runner calls two hooks per node,
     and a generic ``(*args, **kwargs)`` wrapper, which packs the keywords into a
     dict and unpacks them again, cost ~0.4 us a hook (timeit), a third of what
@@ -101,7 +102,9 @@ def twin_method(name: str, program: ProgramFn, template: str) -> Callable[..., A
         else:
             namespace[f"_default{i}"] = p.default
             declared.append(f"{p.name}=_default{i}")
-    source = template.format(name=name, params=", ".join(declared), call=", ".join(passed))
+    source = textwrap.dedent(template).format(
+        name=name, params=", ".join(declared), call=", ".join(passed)
+    )
     kind = "async" if template.lstrip().startswith("async ") else "sync"
     filename = os.path.join(os.path.dirname(__file__), f"<{kind} {name}>")
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)

@@ -8,20 +8,13 @@ not save only update bookkeeping; a save calls the store on the caller's thread.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ._context import Closing
 from ._ops import ManagerBase
-from ._program import Program, ProgramFn, Work, twin_method
+from ._program import Program, Work
 
 R = TypeVar("R")
-
-_METHOD = """
-def {name}({params}):
-    running = _program({call})
-    return None if running is None else self._run(running)
-"""
 
 
 class SyncCheckpointManager(ManagerBase, Closing):
@@ -35,10 +28,11 @@ class SyncCheckpointManager(ManagerBase, Closing):
     def _setup(self) -> None:
         self._io = threading.RLock()
 
-    @staticmethod
-    def _method(name: str, program: ProgramFn) -> Callable[..., Any]:
-        # A hook that only updates bookkeeping has nothing to run (most calls).
-        return twin_method(name, program, _METHOD)
+    _METHOD = """
+    def {name}({params}):
+        running = _program({call})
+        return None if running is None else self._run(running)
+    """
 
     def _run(self, program: Program[R]) -> R:
         with self._io:
